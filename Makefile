@@ -1,0 +1,32 @@
+# The two quick-start targets (demo, test) create the virtual environment on first use.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/gateway demo
+
+test: $(STAMP)
+	$(BIN)/ruff check gateway schemas tests
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway schemas tests
+	$(BIN)/ruff format --check gateway schemas tests
+
+bench: $(STAMP)
+	$(BIN)/gateway bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

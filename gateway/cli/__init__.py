@@ -1,0 +1,43 @@
+"""The ``gateway`` command. Each concern's commands live in their own module; errors a user
+can act on are printed as one line (no traceback) with exit status 2."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from gateway import __version__
+from gateway.errors import GatewayError
+
+
+class _Main(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except GatewayError as e:
+            click.secho(f"error: {e}", fg="red", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gateway")
+def main() -> None:
+    """Disclosure gateway: privacy policy enforcement on a Kafka stream.
+
+    Quick start: `gateway demo` runs everything locally on an embedded broker.
+    """
+
+
+def _register() -> None:
+    from gateway.cli import agent, keys, policy, replay
+
+    main.add_command(keys.keys)
+    main.add_command(policy.policy)
+    main.add_command(policy.schemas)
+    main.add_command(replay.replay_cmd)
+    main.add_command(agent.agent)
+
+
+_register()

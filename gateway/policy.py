@@ -1,0 +1,258 @@
+"""The policy file (agents.yaml): its model, and a loader whose errors name the line.
+
+Structure::
+
+    version: 1
+    controller: {legal_name, contact}
+    agents:
+      NAME:
+        description, recipient: {legal_name, address, role, contract},
+        topic, public_key, subscribes: [event types],
+        conditions: {subject_types: [consumer, business], requires_marketing_opt_in: bool}
+        purposes:
+          DATA_USE:
+            legal_basis: contract | consent | legitimate_interests | legal_obligation
+            events: [subset of subscribes]        # optional, default: all subscribed
+            categories:
+              CATEGORY: send | drop | {transform: NAME, PARAM: VALUE...}
+
+A category rule covers the category's descendants; the most specific rule wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from gateway.errors import PolicyError
+from gateway.taxonomy import Taxonomy, default_taxonomy
+from gateway.transforms import TRANSFORMS
+from schemas.registry import event_types, schema_fingerprint_material
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Rule(_M):
+    """What an agent gets for one category: the raw value, a transform of it, or nothing."""
+
+    action: Literal["send", "transform", "drop"]
+    transform: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    _parse = model_validator(mode="before")(classmethod(lambda cls, v: _parse_rule(v)))
+
+    def describe(self) -> str:
+        if self.action != "transform":
+            return self.action
+        args = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.transform}({args})"
+
+
+def _parse_rule(raw: Any) -> Any:
+    if isinstance(raw, Rule):
+        return raw
+    if raw in ("send", "drop"):
+        return {"action": raw}
+    if isinstance(raw, str):
+        raw = {"transform": raw}
+    if isinstance(raw, dict) and "action" in raw:
+        return raw
+    if isinstance(raw, dict) and "transform" in raw:
+        params = {k: v for k, v in raw.items() if k != "transform"}
+        name = raw["transform"]
+        if name == "drop":
+            return {"action": "drop"}
+        if name not in TRANSFORMS:
+            known = ", ".join(sorted(TRANSFORMS))
+            raise ValueError(f"unknown transform {name!r} (known: send, {known})")
+        TRANSFORMS[name].build(params)  # validates the parameters now, not per event
+        return {"action": "transform", "transform": name, "params": params}
+    raise ValueError("a category rule is 'send', 'drop' or {transform: NAME, ...params}")
+
+
+class Purpose(_M):
+    legal_basis: Literal["contract", "consent", "legitimate_interests", "legal_obligation"]
+    events: list[str] | None = None
+    categories: dict[str, Rule]
+
+    @field_validator("categories", mode="before")
+    @classmethod
+    def _non_empty(cls, v: Any) -> Any:
+        if not isinstance(v, dict) or not v:
+            raise ValueError("categories must be a non-empty mapping CATEGORY: rule")
+        return v
+
+
+class RecipientSpec(_M):
+    legal_name: str
+    address: str
+    role: Literal["service_provider", "third_party", "government"]
+    contract: str | None = None
+
+
+class Conditions(_M):
+    subject_types: list[Literal["consumer", "business"]] = ["consumer", "business"]
+    requires_marketing_opt_in: bool = False
+
+
+class Agent(_M):
+    description: str
+    recipient: RecipientSpec
+    topic: str
+    public_key: str
+    subscribes: list[str] = Field(min_length=1)
+    conditions: Conditions = Conditions()
+    purposes: dict[str, Purpose] = Field(min_length=1)
+
+    def purposes_for(self, event_type: str) -> dict[str, Purpose]:
+        return {
+            use: p for use, p in self.purposes.items()
+            if event_type in (p.events if p.events is not None else self.subscribes)
+        }
+
+
+class Controller(_M):
+    legal_name: str
+    contact: str
+
+
+class Policy(_M):
+    version: Literal[1]
+    controller: Controller
+    agents: dict[str, Agent] = Field(min_length=1)
+    # Not part of the file: set by the loader.
+    source: str = Field("<memory>", exclude=True)
+    digest: str = Field("", exclude=True)
+
+    @property
+    def policy_version(self) -> str:
+        """Hash of the policy and the event schemas: names what rules a record was made under."""
+        return self.digest
+
+
+# --- loading -----------------------------------------------------------------------------
+
+
+def _lines(node: yaml.Node, path: tuple[Any, ...], out: dict[tuple[Any, ...], int]) -> None:
+    out.setdefault(path, node.start_mark.line + 1)  # a mapping key's own line wins
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            key = k.value
+            out[(*path, key)] = k.start_mark.line + 1
+            _lines(v, (*path, key), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _lines(v, (*path, i), out)
+
+
+def _line_for(lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int | None:
+    loc = tuple(x for x in loc if not (isinstance(x, str) and x.startswith("function-")))
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return lines.get(())
+
+
+def policy_digest(text: bytes) -> str:
+    h = hashlib.sha256()
+    h.update(text)
+    h.update(b"\x00")
+    h.update(schema_fingerprint_material())
+    return "pv_" + h.hexdigest()[:16]
+
+
+def parse_policy(text: str, source: str = "<memory>",
+                 taxonomy: Taxonomy | None = None) -> Policy:
+    tax = taxonomy or default_taxonomy()
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise PolicyError(f"not valid YAML: {getattr(e, 'problem', e)}", path=source,
+                          line=mark.line + 1 if mark else None) from None
+    if not isinstance(data, dict):
+        raise PolicyError("the policy must be a mapping with version, controller, agents",
+                          path=source, line=1)
+    lines: dict[tuple[Any, ...], int] = {}
+    _lines(node, (), lines)
+    try:
+        policy = Policy.model_validate({**data, "source": source,
+                                        "digest": policy_digest(text.encode())})
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(err["loc"])
+        where = ".".join(str(x) for x in loc if not str(x).startswith("function-"))
+        raise PolicyError(f"{where}: {err['msg']}", path=source,
+                          line=_line_for(lines, loc)) from None
+    _check_semantics(policy, tax, source, lines)
+    return policy
+
+
+def _check_semantics(policy: Policy, tax: Taxonomy, source: str,
+                     lines: dict[tuple[Any, ...], int]) -> None:
+    known_events = set(event_types())
+    topics: dict[str, str] = {}
+
+    def fail(msg: str, *loc: Any) -> None:
+        raise PolicyError(msg, path=source, line=_line_for(lines, loc))
+
+    for name, agent in policy.agents.items():
+        at = ("agents", name)
+        if not NAME_RE.match(name):
+            fail(f"agent name {name!r} must be lower-case letters, digits, '_' or '-'", *at)
+        if not TOPIC_RE.match(agent.topic):
+            fail(f"agent {name}: topic {agent.topic!r} is not a valid Kafka topic name",
+                 *at, "topic")
+        if agent.topic in topics:
+            fail(f"agent {name}: topic {agent.topic!r} is already used by agent "
+                 f"{topics[agent.topic]!r}; each agent needs its own topic", *at, "topic")
+        topics[agent.topic] = name
+        for i, ev in enumerate(agent.subscribes):
+            if ev not in known_events:
+                fail(f"agent {name}: unknown event type {ev!r} (known: "
+                     f"{', '.join(sorted(known_events))})", *at, "subscribes", i)
+        for use, purpose in agent.purposes.items():
+            pat = (*at, "purposes", use)
+            if not tax.is_use(use):
+                fail(f"agent {name}: {use!r} is not a data use in the Fides taxonomy or its "
+                     f"declared extensions (schemas/taxonomy.yaml)", *pat)
+            for i, ev in enumerate(purpose.events or []):
+                if ev not in agent.subscribes:
+                    fail(f"agent {name}, purpose {use}: event {ev!r} is not in the agent's "
+                         f"subscribes list", *pat, "events", i)
+            for category in purpose.categories:
+                if not tax.is_category(category):
+                    fail(f"agent {name}, purpose {use}: {category!r} is not a data category "
+                         f"in the Fides taxonomy or schemas/taxonomy.yaml", *pat,
+                         "categories", category)
+
+
+def load_policy(path: Path | str, taxonomy: Taxonomy | None = None) -> Policy:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise PolicyError("policy file not found; set GATEWAY_POLICY_PATH or run from the "
+                          "project directory that holds agents.yaml", path=str(path)) from None
+    except OSError as e:
+        raise PolicyError(f"cannot read policy file: {e.strerror}", path=str(path)) from None
+    return parse_policy(text, str(path), taxonomy)

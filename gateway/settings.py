@@ -1,0 +1,73 @@
+"""The one settings object. Every value can be set by a ``GATEWAY_<NAME>`` environment
+variable (or a ``.env`` file); nothing else configures the gateway except the policy file."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # --- policy and keys -------------------------------------------------------------
+    policy_path: Path = Field(Path("agents.yaml"), description="The policy file (agents.yaml).")
+    keys_dir: Path = Field(
+        Path(".gateway/keys"),
+        description="Gateway signing key, pseudonym key and (demo only) agent key pairs.",
+    )
+
+    # --- Kafka -----------------------------------------------------------------------
+    bootstrap_servers: str = Field(
+        "", description="Kafka bootstrap address, host:port[,host:port]. Empty: none yet."
+    )
+    input_topic: str = "gateway.events"
+    disclosure_topic: str = "gateway.disclosures"
+    dead_letter_topic: str = "gateway.deadletter"
+    partitions: int = Field(4, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    app_id: str = "disclosure-gateway"
+    max_event_bytes: int = Field(256 * 1024, ge=1024)
+    batch_max: int = Field(500, ge=1, description="Events processed per batch at most.")
+    batch_linger_ms: int = Field(5, ge=0)
+
+    # --- crypto ----------------------------------------------------------------------
+    dek_rotate_messages: int = Field(10_000, ge=1)
+    dek_rotate_seconds: float = Field(3600.0, gt=0)
+
+    # --- disclosure log --------------------------------------------------------------
+    ledger_url: str = Field(
+        "sqlite:///.gateway/ledger.db",
+        description="SQLAlchemy URL: sqlite:///FILE or postgresql+psycopg://user@host/db",
+    )
+    checkpoint_every: int = Field(1000, ge=1, description="Records between signed checkpoints.")
+    retention_days: int | None = Field(None, ge=1)
+
+    # --- web -------------------------------------------------------------------------
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    review_host: str = "127.0.0.1"
+    review_port: int = 8080
+    reviewer_user: str | None = None
+    reviewer_password: SecretStr | None = None
+
+    @cached_property
+    def signing_key_path(self) -> Path:
+        return self.keys_dir / "gateway-signing.key"
+
+    @cached_property
+    def signing_public_key_path(self) -> Path:
+        return self.keys_dir / "gateway-signing.pub"
+
+    @cached_property
+    def pseudonym_key_path(self) -> Path:
+        return self.keys_dir / "pseudonym.key"
+
+
+def get_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]

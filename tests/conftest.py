@@ -1,0 +1,114 @@
+"""Shared fixtures: the default policy, a key store, the assembled core, and helpers to read
+what an agent would receive."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.agent_reader import AgentReader
+from gateway.consent import ConsentState
+from gateway.keys import agent_key_paths
+from gateway.pipeline import Outcome
+from gateway.policy import Policy, load_policy
+from gateway.runtime import Core, build_core, ensure_demo_keys
+from gateway.samples import scenario
+from gateway.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def policy() -> Policy:
+    return load_policy(ROOT / "agents.yaml")
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    d = tmp_path_factory.mktemp("gw")
+    return Settings(policy_path=ROOT / "agents.yaml", keys_dir=d / "keys",
+                    ledger_url=f"sqlite:///{d / 'ledger.db'}")
+
+
+@pytest.fixture(scope="session")
+def core(settings: Settings, policy: Policy) -> Core:
+    ensure_demo_keys(settings, policy)
+    return build_core(settings, policy)
+
+
+@pytest.fixture(scope="session")
+def readers(core: Core, settings: Settings) -> dict[str, AgentReader]:
+    return {name: AgentReader(name, agent_key_paths(settings.keys_dir, name).private,
+                              settings.signing_public_key_path)
+            for name in core.policy.agents}
+
+
+def event(etype: str, data: dict[str, Any], *, customer: str = "C-1", stype: str = "consumer",
+          n: int = 0) -> dict[str, Any]:
+    return {
+        # Event ids are operational data sent to agents: never build them from PI.
+        "event_id": f"evt-{etype}-{n:04d}-{hashlib.sha256(customer.encode()).hexdigest()[:8]}",
+        "event_type": etype,
+        "schema_version": 1,
+        "occurred_at": "2026-05-04T10:00:00Z",
+        "subject": {"customer_id": customer, "type": stype},
+        "data": data,
+    }
+
+
+@pytest.fixture
+def sample() -> dict[str, dict[str, Any]]:
+    """One event of each type from the bundled scenario, by type (first occurrence)."""
+    out: dict[str, dict[str, Any]] = {}
+    for e in scenario():
+        out.setdefault(e["event_type"], e)
+    return copy.deepcopy(out)
+
+
+class Run:
+    """Drive the pipeline over events with one consent-state dict, and open what agents got."""
+
+    def __init__(self, core: Core, readers: dict[str, AgentReader]):
+        self.core = core
+        self.readers = readers
+        self.states: dict[str, ConsentState] = {}
+        self.outcomes: list[Outcome] = []
+
+    def send(self, ev: dict[str, Any] | bytes) -> Outcome:
+        raw = ev if isinstance(ev, bytes) else orjson.dumps(ev)
+        out = self.core.pipeline.process(raw, self.states)
+        self.outcomes.append(out)
+        return out
+
+    def received(self, out: Outcome, agent: str) -> dict[str, Any] | None:
+        """The decrypted payload ``agent`` got from ``out``, or None."""
+        for m in out.messages:
+            if m.agent == agent:
+                return self.readers[agent].opener.open(m.value).json()  # type: ignore[no-any-return]
+        return None
+
+    def record(self, out: Outcome, agent: str) -> Any:
+        (rec,) = [r for r in out.records if r.agent == agent]
+        return rec
+
+
+@pytest.fixture
+def run(core: Core, readers: dict[str, AgentReader]) -> Run:
+    return Run(core, readers)
+
+
+def walk_values(obj: Any) -> list[Any]:
+    if isinstance(obj, dict):
+        return [v for x in obj.values() for v in walk_values(x)]
+    if isinstance(obj, list):
+        return [v for x in obj for v in walk_values(x)]
+    return [obj]
+
+
+Finder = Callable[[Any], list[Any]]

@@ -1,0 +1,105 @@
+"""gateway policy check / explain / diff, as functions and through the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from gateway.cli import main
+from gateway.policy import Policy, parse_policy
+from gateway.policy_tools import check_policy, diff_policies, explain, offline_engine
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD = (ROOT / "agents.yaml").read_text()
+
+
+def test_default_policy_has_no_errors(policy: Policy) -> None:
+    findings = check_policy(policy)
+    assert [f for f in findings if f.level == "error"] == []
+
+
+def test_check_reports_analytics_allowed_raw_email() -> None:
+    bad = parse_policy(GOOD.replace(
+        "          user.device.user_agent: send\n",
+        "          user.device.user_agent: send\n          user.contact.email: send\n", 1))
+    errors = [f for f in check_policy(bad) if f.level == "error"]
+    assert len(errors) == 1
+    assert errors[0].agent == "analytics"
+    assert "direct identifiers raw" in errors[0].message
+    assert "user.contact.email" in errors[0].message
+
+
+def test_check_reports_reseller_open_to_consumers_and_sensitive_marketing() -> None:
+    bad = parse_policy(GOOD.replace("      subject_types: [business]\n", "", 1).replace(
+        "          user.job_title: send\n          user.contact.organization: send\n"
+        "          user.contact.email: send\n          user.contact.phone_number: send\n",
+        "          user.job_title: send\n          user.contact.organization: send\n"
+        "          user.contact.email: send\n          user.contact.phone_number: send\n"
+        "          user.health_and_medical: send\n", 1))
+    msgs = [f.message for f in check_policy(bad) if f.level == "error"]
+    assert any("consumers never" in m for m in msgs)
+    assert any("sensitive data (user.health_and_medical) may never be used for marketing"
+               in m for m in msgs)
+
+
+def test_explain_gives_every_field_and_why(policy: Policy) -> None:
+    engine = offline_engine(policy)
+    rows = {r.path: r for r in explain(engine, "shipping", "order.placed")}
+    assert rows["data.shipping_address.street"].outcome == "sent"
+    assert rows["data.total"].outcome == "removed"
+    assert "dropped by the policy" in rows["data.total"].why
+    assert rows["data.prescription.right_eye.sphere"].outcome == "removed"
+    assert rows["data.payment.card.number"].why == "category not permitted for any active purpose"
+    analytics = {r.path: r for r in explain(engine, "analytics", "site.visit")}
+    assert analytics["data.device.ip"].outcome == "transformed"
+    assert analytics["data.device.ip"].treatment == "truncate_ip()"
+    email = {r.path: r for r in explain(engine, "email", "order.placed")}
+    assert "opt-in" in email["data.prescription.left_eye.axis"].why
+    assert email["data.prescription.left_eye.axis"].outcome == "removed"
+    opted = {r.path: r for r in explain(engine, "email", "order.placed",
+                                        sensitive_opt_in=True)}
+    assert opted["data.prescription.left_eye.axis"].outcome == "sent"
+
+
+def test_diff_shows_new_flows() -> None:
+    old = parse_policy(GOOD)
+    new = parse_policy(GOOD.replace(
+        "          user.unique_id.customer_number: {transform: pseudonym}\n"
+        "          user.unique_id.order_number: {transform: pseudonym}\n",
+        "          user.unique_id.customer_number: send\n"
+        "          user.unique_id.order_number: {transform: pseudonym}\n"
+        "          user.contact.email: {transform: pseudonym}\n", 1))
+    changes = diff_policies(old, new)
+    kinds = {(c.kind, c.agent, c.event_type, c.path) for c in changes}
+    assert ("more_revealing", "analytics", "order.placed", "subject.customer_id") in kinds
+    assert ("new_flow", "analytics", "order.placed", "data.contact_email") in kinds
+    assert all(c.agent == "analytics" for c in changes)
+    assert diff_policies(old, old) == []
+
+
+def test_cli_policy_commands(tmp_path: Path) -> None:
+    runner = CliRunner()
+    r = runner.invoke(main, ["policy", "check", "--policy", str(ROOT / "agents.yaml"),
+                             "--keys-dir", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    assert "0 error(s)" in r.output
+    r = runner.invoke(main, ["policy", "explain", "--policy", str(ROOT / "agents.yaml"),
+                             "--agent", "analytics", "--event", "site.visit"])
+    assert r.exit_code == 0, r.output
+    assert "data.device.ip" in r.output and "transformed" in r.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GOOD.replace("user.device.user_agent: send",
+                                "user.device.user_agent: send\n          user.name: send", 1))
+    r = runner.invoke(main, ["policy", "check", "--policy", str(bad)])
+    assert r.exit_code == 1 and "direct identifiers raw" in r.output
+    r = runner.invoke(main, ["policy", "diff", str(ROOT / "agents.yaml"), str(bad),
+                             "--fail-on-new-flow"])
+    assert r.exit_code == 1 and "new_flow" in r.output
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(GOOD.replace("role: third_party", "role: pal"))
+    r = runner.invoke(main, ["policy", "check", "--policy", str(broken)])
+    assert r.exit_code == 2
+    assert f"{broken}:" in r.output and "role" in r.output
+    r = runner.invoke(main, ["schemas", "export", str(tmp_path / "s")])
+    assert r.exit_code == 0 and len(list((tmp_path / "s").glob("*.json"))) == 10
