@@ -83,13 +83,13 @@ def redacted_shape(obj: Any, depth: int = 0) -> Any:
     return f"<{type(obj).__name__}>"
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 class Pipeline:
     def __init__(self, engine: Engine, sealers: dict[str, Sealer], pseudonym_master: bytes,
-                 *, max_event_bytes: int = 256 * 1024, now: Callable[[], str] = _now):
+                 *, max_event_bytes: int = 256 * 1024, now: Callable[[], datetime] = _now):
         self.engine = engine
         self.policy: Policy = engine.policy
         self.sealers = sealers
@@ -126,7 +126,7 @@ class Pipeline:
         return DeadLetter(
             event_id=err.event_id or raw_event_id(raw), reason=err.reason, error=str(err),
             size=len(raw), digest="sha256:" + hashlib.sha256(raw).hexdigest(),
-            received_at=self.now(), shape=shape,
+            received_at=self.now().isoformat(), shape=shape,
         )
 
     def process(self, raw: bytes, states: MutableMapping[str, ConsentState]) -> Outcome:
@@ -153,8 +153,9 @@ class Pipeline:
                 for agent in self.engine.subscribers.get(event.event_type, ())
             ]
         got = set()
+        dec_id = decision_id(event.event_id, self.engine.policy_version)
         for d in decisions:
-            rec, msg = self._emit(event, d)
+            rec, msg = self._emit(event, d, dec_id)
             out.records.append(rec)
             if msg is not None:
                 out.messages.append(msg)
@@ -183,7 +184,8 @@ class Pipeline:
                                     consent=["erasure_requested"]))
         return notices
 
-    def _emit(self, event: Event, d: Decision) -> tuple[DecisionRecord, AgentMessage | None]:
+    def _emit(self, event: Event, d: Decision,
+              dec_id: str) -> tuple[DecisionRecord, AgentMessage | None]:
         agent = self.policy.agents[d.agent]
         kind = "erasure" if d.outcome == "erasure_notice" else "event"
         did = disclosure_id(event.event_id, d.agent, kind)
@@ -203,13 +205,14 @@ class Pipeline:
                 kind="erasure_notice" if kind == "erasure" else "disclosure")
             key_id, digest, topic = sealed.key_id, payload_digest(sealed.message), agent.topic
             msg = AgentMessage(d.agent, agent.topic, did.encode(), sealed.message, did)
-        rec = DecisionRecord(
+        # Built from trusted, already-validated values: skip pydantic validation (hot path).
+        rec = DecisionRecord.model_construct(
             record_id=did,
-            decision_id=decision_id(event.event_id, self.engine.policy_version),
+            decision_id=dec_id,
             event_id=event.event_id,
             event_type=event.event_type,
             occurred_at=event.occurred_at,
-            recorded_at=self.now(),  # type: ignore[arg-type]
+            recorded_at=self.now(),
             subject_ref=self.subject_ref(event.customer_id),
             subject_type=event.subject_type,  # type: ignore[arg-type]
             agent=d.agent,

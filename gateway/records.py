@@ -23,12 +23,21 @@ SubjectType = Literal["consumer", "business"]
 _NS = uuid.UUID("6f1d9d3e-58a4-4c1e-9a51-3f0b2f7a9c11")
 
 
+def _uuid5(name: str) -> str:
+    """``str(uuid.uuid5(_NS, name))`` without the UUID object (4x cheaper; hot path)."""
+    b = bytearray(hashlib.sha1(_NS.bytes + name.encode()).digest()[:16])
+    b[6] = (b[6] & 0x0F) | 0x50
+    b[8] = (b[8] & 0x3F) | 0x80
+    x = b.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
+
+
 def disclosure_id(event_id: str, agent: str, kind: str = "event") -> str:
-    return str(uuid.uuid5(_NS, f"{kind}\x1f{event_id}\x1f{agent}"))
+    return _uuid5(f"{kind}\x1f{event_id}\x1f{agent}")
 
 
 def decision_id(event_id: str, policy_version: str) -> str:
-    return str(uuid.uuid5(_NS, f"decision\x1f{event_id}\x1f{policy_version}"))
+    return _uuid5(f"decision\x1f{event_id}\x1f{policy_version}")
 
 
 class Recipient(BaseModel):

@@ -39,6 +39,8 @@ class Taxonomy:
     marketing_uses: tuple[str, ...] = ()
     own_marketing_uses: tuple[str, ...] = ()
     subject_types: dict[str, str] = field(default_factory=dict)
+    _sensitive_cache: dict[str, bool] = field(default_factory=dict, repr=False)
+    _marketing_cache: dict[str, bool] = field(default_factory=dict, repr=False)
 
     def is_category(self, key: str) -> bool:
         return key in self.categories
@@ -47,7 +49,12 @@ class Taxonomy:
         return key in self.uses
 
     def is_sensitive(self, category: str) -> bool:
-        return any(covers(s, category) for s in self.sensitive)
+        # Asked per decision on the hot path: memoised (the key space is the taxonomy's).
+        hit = self._sensitive_cache.get(category)
+        if hit is None:
+            hit = self._sensitive_cache[category] = any(covers(s, category)
+                                                        for s in self.sensitive)
+        return hit
 
     def is_direct_identifier(self, category: str) -> bool:
         return any(covers(d, category) for d in self.direct_identifiers) and not covers(
@@ -55,7 +62,10 @@ class Taxonomy:
         )
 
     def is_marketing(self, use: str) -> bool:
-        return any(covers(m, use) for m in self.marketing_uses)
+        hit = self._marketing_cache.get(use)
+        if hit is None:
+            hit = self._marketing_cache[use] = any(covers(m, use) for m in self.marketing_uses)
+        return hit
 
     def is_own_marketing(self, use: str) -> bool:
         return any(covers(m, use) for m in self.own_marketing_uses)

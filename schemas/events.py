@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Literal
 
-from pydantic import EmailStr, Field
+from pydantic import Field
 
 from schemas.base import Strict, cat
 from schemas.common import (
@@ -18,6 +18,7 @@ from schemas.common import (
     CallLog,
     CartItem,
     Device,
+    EmailStr,
     GeoPoint,
     OrderItem,
     Payment,
