@@ -31,6 +31,7 @@ class AgentMessage:
     key: bytes  # the disclosure id: agents drop duplicates by it
     value: bytes
     disclosure_id: str
+    kind: str = "disclosure"  # or "erasure_notice"
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +205,8 @@ class Pipeline:
                 orjson.dumps(body), event_id=event.event_id, disclosure_id=did,
                 kind="erasure_notice" if kind == "erasure" else "disclosure")
             key_id, digest, topic = sealed.key_id, payload_digest(sealed.message), agent.topic
-            msg = AgentMessage(d.agent, agent.topic, did.encode(), sealed.message, did)
+            msg = AgentMessage(d.agent, agent.topic, did.encode(), sealed.message, did,
+                               "erasure_notice" if kind == "erasure" else "disclosure")
         # Built from trusted, already-validated values: skip pydantic validation (hot path).
         rec = DecisionRecord.model_construct(
             record_id=did,

@@ -57,3 +57,44 @@ def read_cmd(source: Path, name: str, key: Path | None, gateway_key: Path | None
                       + (f", {rejected} rejected" if rejected else ""))
     if rejected:
         sys.exit(1)
+
+
+@agent.command("consume")
+@click.argument("name")
+@click.option("--key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Your private key [default KEYS_DIR/agents/NAME.key].")
+@click.option("--gateway-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The gateway's public signing key [default KEYS_DIR/gateway-signing.pub].")
+@click.option("--topic", help="Your topic [default: agent.NAME].")
+@click.option("--bootstrap", help="Kafka bootstrap address [env GATEWAY_BOOTSTRAP_SERVERS].")
+@click.option("--group", help="Consumer group [default agent-NAME].")
+@click.option("--idle-timeout", type=float, default=None,
+              help="Stop after this many seconds without a message (default: run on).")
+@click.option("--max", "max_messages", type=int, default=None, help="Stop after N messages.")
+@keys_dir_option
+def consume_cmd(name: str, key: Path | None, gateway_key: Path | None, topic: str | None,
+                bootstrap: str | None, group: str | None, idle_timeout: float | None,
+                max_messages: int | None, keys_dir: Path | None) -> None:
+    """Read your topic: verify, decrypt, drop duplicates, print JSON lines."""
+    from gateway.sdk.agent import AgentConsumer
+
+    s = settings_from(keys_dir=keys_dir, bootstrap_servers=bootstrap)
+    if not s.bootstrap_servers:
+        raise click.UsageError("no broker: pass --bootstrap or set GATEWAY_BOOTSTRAP_SERVERS")
+    reader = _reader(name, key, gateway_key, keys_dir)
+    consumer = AgentConsumer(reader, s.bootstrap_servers, topic or f"agent.{name}",
+                             group_id=group)
+    rejected = 0
+    try:
+        for item in consumer.messages(idle_timeout=idle_timeout, max_messages=max_messages):
+            if isinstance(item, Received):
+                sys.stdout.write(orjson.dumps(item.to_json()).decode() + "\n")
+                sys.stdout.flush()
+            else:
+                rejected += 1
+                err_console.print(f"[red]rejected[/red] {item.position}: {item.error}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+    err_console.print(f"{reader.duplicates} duplicate(s) dropped, {rejected} rejected")

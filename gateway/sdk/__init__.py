@@ -1,0 +1,1 @@
+"""Client SDKs: ``publisher`` for event publishers, ``agent`` for agents reading their topic."""

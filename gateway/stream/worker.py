@@ -1,0 +1,54 @@
+"""Starting a worker (``gateway run``): check the configuration, wait for the broker,
+create the topics with the intended partitions, then run the faust app until stopped."""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import faust
+
+from gateway.runtime import Core, build_core
+from gateway.settings import Settings
+from gateway.stream.app import changelog_topic, create_app
+from gateway.topics import ensure_topics, wait_for_broker
+
+Role = Literal["all", "gateway", "ledger"]
+
+log = logging.getLogger("gateway.stream")
+
+
+def required_topics(settings: Settings, core: Core | None) -> dict[str, int]:
+    n = settings.partitions
+    topics = {settings.input_topic: n, settings.disclosure_topic: n,
+              settings.dead_letter_topic: n, changelog_topic(settings): n}
+    if core is not None:
+        for agent in core.policy.agents.values():
+            topics[agent.topic] = n
+    return topics
+
+
+def prepare(settings: Settings, role: Role = "all") -> tuple[Core | None, dict[str, int]]:
+    """Everything that can fail at start-up, before faust starts: policy, keys, broker,
+    topics. Raises a GatewayError naming the problem."""
+    core = build_core(settings) if role in ("all", "gateway") else None
+    if not settings.bootstrap_servers:
+        from gateway.errors import ConfigError
+        raise ConfigError("no Kafka broker configured: set GATEWAY_BOOTSTRAP_SERVERS="
+                          "host:port (or run `gateway demo` for an embedded one)")
+    wait_for_broker(settings.bootstrap_servers, timeout=120)
+    topics = required_topics(settings, core)
+    ensure_topics(settings.bootstrap_servers, topics, settings.replication_factor)
+    return core, topics
+
+
+def run(settings: Settings, role: Role = "all", loglevel: str = "info",
+        release_before_log: bool = False) -> None:
+    core, topics = prepare(settings, role)
+    app = create_app(settings, core, gateway=role in ("all", "gateway"),
+                     ledger=role in ("all", "ledger"),
+                     release_before_log=release_before_log)
+    log.info("starting %s worker on %s (%d topics)", role, settings.bootstrap_servers,
+             len(topics))
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=True)
+    worker.execute_from_commandline()
