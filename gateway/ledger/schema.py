@@ -1,0 +1,146 @@
+"""Tables of the disclosure log and their versioned migrations.
+
+One schema for SQLite and PostgreSQL (SQLAlchemy Core types only). ``ledger_schema`` holds
+one row per applied migration; ``migrate`` applies the missing ones under a lock so that
+several workers starting at once do not race each other.
+
+Times are stored as naive UTC ``DateTime`` on both back ends: SQLite has no time zones,
+and a single convention keeps range filters identical on the two.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from gateway.errors import LedgerError
+
+metadata = sa.MetaData()
+
+schema_versions = sa.Table(
+    "ledger_schema",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("applied_at", sa.DateTime, nullable=False),
+)
+
+# Per-shard head: the size and compact range of the shard's Merkle tree, so an append
+# needs O(log n) state instead of all leaf hashes. ``seal`` is a keyed MAC over the head.
+shards = sa.Table(
+    "ledger_shards",
+    metadata,
+    sa.Column("shard", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("frontier", sa.LargeBinary, nullable=False),
+    sa.Column("seal", sa.LargeBinary, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+prunes = sa.Table(
+    "ledger_prunes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("statement", sa.Text, nullable=False),
+    sa.Column("signature", sa.LargeBinary, nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+records = sa.Table(
+    "ledger_records",
+    metadata,
+    sa.Column("shard", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("record_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("leaf_hash", sa.LargeBinary, nullable=False),
+    # Keyed MAC binding (shard, seq, leaf hash): pinpoints an edited, moved or inserted
+    # record exactly, where the signed roots alone only bound it between two checkpoints.
+    sa.Column("seal", sa.LargeBinary, nullable=False),
+    # The canonical record JSON, byte for byte what was hashed. NULL once pruned.
+    sa.Column("body", sa.Text, nullable=True),
+    sa.Column("pruned_by", sa.Integer, sa.ForeignKey("ledger_prunes.id"), nullable=True),
+    # Copies of body fields for filtering; ``verify`` checks they agree with the body.
+    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("event_type", sa.String(100), nullable=False),
+    sa.Column("agent", sa.String(100), nullable=False),
+    sa.Column("recipient_role", sa.String(32), nullable=False),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("subject_ref", sa.String(100), nullable=True),
+    sa.Column("subject_type", sa.String(32), nullable=False),
+    sa.Column("occurred_at", sa.DateTime, nullable=False),
+    sa.Column("recorded_at", sa.DateTime, nullable=False),
+    sa.Index("ix_ledger_records_subject", "subject_ref", "recorded_at"),
+    sa.Index("ix_ledger_records_agent", "agent", "recorded_at"),
+    sa.Index("ix_ledger_records_recorded", "recorded_at"),
+    sa.Index("ix_ledger_records_occurred", "occurred_at"),
+    sa.Index("ix_ledger_records_outcome", "outcome"),
+    sa.Index("ix_ledger_records_event_type", "event_type"),
+)
+
+# Categories disclosed (sent or transformed) and purposes, one row each, for filters that
+# match a term and its descendants.
+terms = sa.Table(
+    "ledger_terms",
+    metadata,
+    sa.Column("record_id", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("term", sa.String(200), primary_key=True),
+    sa.Index("ix_ledger_terms_term", "kind", "term"),
+)
+
+checkpoints = sa.Table(
+    "ledger_checkpoints",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("shard", sa.Integer, nullable=False),
+    sa.Column("tree_size", sa.BigInteger, nullable=False),
+    sa.Column("root_hash", sa.LargeBinary, nullable=False),
+    sa.Column("timestamp", sa.String(40), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("signature", sa.LargeBinary, nullable=False),
+    sa.UniqueConstraint("shard", "tree_size", name="uq_ledger_checkpoints_size"),
+)
+
+
+def _v1_initial(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[shards, prunes, records, terms, checkpoints])
+
+
+# Append only: a released migration is never edited, a change is a new entry.
+MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
+    (1, "initial tables", _v1_initial),
+]
+LATEST = MIGRATIONS[-1][0]
+
+
+def current_version(conn: Connection) -> int:
+    if not sa.inspect(conn).has_table(schema_versions.name):
+        return 0
+    return conn.execute(sa.select(sa.func.max(schema_versions.c.version))).scalar() or 0
+
+
+def migrate(conn: Connection) -> int:
+    """Bring the schema up to date inside the caller's (write) transaction."""
+    if conn.dialect.name == "postgresql":
+        # Held to the end of the transaction: a second worker waits, then sees the work done.
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(7261731)"))
+    schema_versions.create(conn, checkfirst=True)
+    version = current_version(conn)
+    if version > LATEST:
+        raise LedgerError(
+            f"the ledger schema is at version {version}, newer than this gateway knows"
+            f" ({LATEST}); upgrade the gateway before using this ledger"
+        )
+    for number, name, step in MIGRATIONS:
+        if number > version:
+            step(conn)
+            conn.execute(
+                schema_versions.insert().values(
+                    version=number, name=name, applied_at=datetime.now(UTC).replace(tzinfo=None)
+                )
+            )
+    return LATEST
