@@ -23,6 +23,8 @@ from gateway.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
+pytest_plugins = ["tests.broker_plugin"]
+
 
 @pytest.fixture(scope="session")
 def policy() -> Policy:
