@@ -11,15 +11,14 @@ from kafka import KafkaConsumer
 
 from gateway.agent_reader import AgentReader, Received, Rejected
 from gateway.errors import CryptoError
+from gateway.topics import KAFKA_PYTHON_CONSUMER_DEFAULTS
 
-# Consumer groups on some Kafka-protocol brokers wait about the rebalance timeout before
-# the first assignment: keep it short.
+# A new group member gets its first assignment after about half the session timeout on
+# some brokers (Tansu): use the shortest session stock Kafka accepts (see gateway.topics).
 CONSUMER_DEFAULTS: dict[str, Any] = {
     "auto_offset_reset": "earliest",
     "enable_auto_commit": False,
-    "max_poll_interval_ms": 10_000,
-    "session_timeout_ms": 10_000,
-    "heartbeat_interval_ms": 1_000,
+    **KAFKA_PYTHON_CONSUMER_DEFAULTS,
 }
 
 
@@ -66,10 +65,15 @@ class AgentConsumer:
         self._consumer.close()
 
 
-def read_topic(bootstrap_servers: str, topic: str, timeout: float = 30.0
-               ) -> list[tuple[str, bytes, bytes | None]]:
-    """Every message now on ``topic`` (all partitions, from the beginning to the end
-    offsets seen at the start), without joining a consumer group: (position, value, key)."""
+def read_topic(bootstrap_servers: str, topic: str, timeout: float = 30.0,
+               quiet: float = 1.0) -> list[tuple[str, bytes, bytes | None]]:
+    """Every message now on ``topic`` (all partitions, from the beginning), without joining
+    a consumer group: (position, value, key).
+
+    Reads until the end offsets are reached *and* fetches have come back empty for
+    ``quiet`` seconds: some brokers (Tansu) under-report the end offset (base offset of the
+    last record batch + 1), so the end offsets alone would stop short.
+    """
     from kafka import TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers.split(","),
@@ -84,12 +88,17 @@ def read_topic(bootstrap_servers: str, topic: str, timeout: float = 30.0
         end = consumer.end_offsets(tps)
         out: list[tuple[str, bytes, bytes | None]] = []
         deadline = time.monotonic() + timeout
-        while any(consumer.position(tp) < end[tp] for tp in tps):
+        last_data = time.monotonic()
+        while (any(consumer.position(tp) < end[tp] for tp in tps)
+               or time.monotonic() - last_data < quiet):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading {topic} did not reach its end in {timeout}s")
-            for records in consumer.poll(timeout_ms=200).values():
+            batch = consumer.poll(timeout_ms=200)
+            for records in batch.values():
                 out.extend((f"{m.topic}[{m.partition}]@{m.offset}", m.value, m.key)
                            for m in records)
+            if batch:
+                last_data = time.monotonic()
         return out
     finally:
         consumer.close()

@@ -11,21 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
 import faust
 import orjson
-from faust.streams import _current_event
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from gateway.consent import ConsentState
 from gateway.records import DecisionRecord
 from gateway.runtime import Core
 from gateway.settings import Settings
 from gateway.stream import metrics
 from gateway.stream.batch import BatchProcessor
+from gateway.stream.consent_store import ConsentStore
 
 log = logging.getLogger("gateway.stream")
 
@@ -50,6 +48,12 @@ def create_app(settings: Settings, core: Core | None, *, gateway: bool = True,
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
         broker_commit_interval=1.0,
+        # No faust tables (see consent_store): nothing for faust to recover.
+        # A new group member gets its assignment after about half the session timeout on
+        # some brokers (Tansu), and a killed worker's partitions move only after it: keep
+        # it at the smallest value stock Kafka accepts (group.min.session.timeout.ms).
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=2.0,
         stream_wait_empty=False,
         # The web server serves health and metrics on loopback; faust's own table and
         # router views would expose consent state, so they are off.
@@ -90,9 +94,18 @@ def _add_gateway_agent(app: faust.App, settings: Settings, core: Core,
     source = app.topic(settings.input_topic, key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw",
                        partitions=settings.partitions)
-    table = app.Table(CONSENT_TABLE, default=None, partitions=settings.partitions,
-                      schema=faust.Schema(key_type=bytes, value_type=bytes,
-                                          key_serializer="raw", value_serializer="raw"))
+    consent = ConsentStore(settings.bootstrap_servers, changelog_topic(settings))
+
+    def mine(tps: Any) -> list[int]:
+        return [tp.partition for tp in tps if tp.topic == settings.input_topic]
+
+    @app.on_partitions_revoked.connect
+    async def _revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        consent.revoke(mine(revoked))
+
+    @app.on_partitions_assigned.connect
+    async def _assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        await consent.restore(mine(assigned))
 
     async def send(topic: str, key: bytes | None, value: bytes,
                    headers: list[tuple[str, bytes]] | None) -> Any:
@@ -103,40 +116,40 @@ def _add_gateway_agent(app: faust.App, settings: Settings, core: Core,
                                dead_letter_topic=settings.dead_letter_topic,
                                release_before_log=release_before_log)
 
-    def load(customer_id: str) -> ConsentState | None:
-        raw = table.get(customer_id.encode())
-        return ConsentState.from_dict(orjson.loads(raw)) if raw else None
-
     @app.agent(source, name="gateway")
     async def gateway_agent(stream: faust.StreamT) -> None:
         async for events in stream.noack_take(settings.batch_max,
                                               within=settings.batch_linger_ms / 1000):
-            await _process_batch(app, stream, events, processor, load, table, state)
+            await _process_batch(app, settings, stream, events, processor, consent, state)
 
 
-async def _process_batch(app: faust.App, stream: faust.StreamT, events: Sequence[Any],
-                         processor: BatchProcessor, load: Any, table: Any,
-                         state: dict[str, Any]) -> None:
+async def _process_batch(app: faust.App, settings: Settings, stream: faust.StreamT,
+                         events: Sequence[Any], processor: BatchProcessor,
+                         consent: ConsentStore, state: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     started = loop.time()
     metrics.EVENTS_IN.inc(len(events))
-    result = processor.decide([e.value for e in events], load)
+    partitions = [e.message.partition for e in events]
+    await consent.wait_ready(partitions)
+    result = processor.decide([e.value for e in events], partitions, consent.get)
     await processor.release(result)
-    # Consent changes go to the table only now that the outputs they shaped are
-    # acknowledged; each write is made in the context of the event that caused it, so
-    # faust sends it to that event's partition of the changelog (co-partitioning).
-    token = _current_event.set(None)
-    try:
-        for customer_id, (consent, idx) in result.changes.items():
-            _current_event.set(weakref.ref(events[idx]))
-            table[customer_id.encode()] = orjson.dumps(consent.to_dict())
-    finally:
-        _current_event.reset(token)
-    await app.producer.flush()
+    # Consent changes go to the changelog only now that the outputs they shaped are
+    # acknowledged, each to the partition of the event that caused it (co-partitioning).
+    writes = []
+    for customer_id, (value, idx) in result.changes.items():
+        raw = orjson.dumps(value.to_dict())
+        p = partitions[idx]
+        writes.append((p, customer_id, raw))
+    futures = [await app.producer.send(changelog_topic(settings), cid.encode(), raw, p, None,
+                                       None) for p, cid, raw in writes]
+    await asyncio.gather(*futures)
+    for p, cid, raw in writes:
+        consent.set_local(p, cid, raw)
     for event in events:
         await stream.ack(event)
     _observe_lag(app, events)
     state["processed"] += len(events)
+    state["subjects"] = consent.size()
     metrics.EVENTS_DONE.inc(len(events))
     metrics.BATCH_SIZE.observe(len(events))
     metrics.BATCH_SECONDS.observe(loop.time() - started)
@@ -184,10 +197,17 @@ def _add_ledger_agent(app: faust.App, settings: Settings, core: Core | None,
                 state["ledger_seen"] += len(records)
             for e in events:
                 await stream.ack(e)
+            # Caught up (a short batch): sign a checkpoint over what is in, at most every
+            # couple of seconds, so a quiet log is never long without one.
+            loop_time = asyncio.get_running_loop().time()
+            if len(events) < 1000 and loop_time - last_checkpoint[0] > 2.0:
+                last_checkpoint[0] = loop_time
+                await asyncio.to_thread(store.checkpoint)
+
+    last_checkpoint = [0.0]
 
     @app.timer(interval=10.0)
     async def checkpoint() -> None:
-        # Periodic signed checkpoints even when fewer than checkpoint_every records came.
         await asyncio.to_thread(store.checkpoint)
 
     app.ledger_store = store  # type: ignore[attr-defined]

@@ -5,7 +5,7 @@ Order of effects for a batch (each step awaits the broker's acknowledgement):
 1. decide every event against the consent state (a batch-local overlay of the table);
 2. send every decision record to the disclosure topic, and dead letters to theirs;
 3. only then send the sealed agent messages;
-4. write the changed consent states to the table (changelog) and flush;
+4. write the changed consent states to the consent changelog (acknowledged);
 5. release the input events (offsets commit after this).
 
 A crash anywhere re-delivers the batch: records and messages carry the same ids the
@@ -42,14 +42,15 @@ class Overlay(MutableMapping[str, ConsentState]):
     """Consent states for one batch: reads fall through to the table; writes stay here
     until the batch's outputs are acknowledged (then ``changes`` go to the table)."""
 
-    load: Callable[[str], ConsentState | None]
+    load: Callable[[int, str], ConsentState | None]
     changes: dict[str, tuple[ConsentState, int]] = field(default_factory=dict)
     index: int = 0  # which event of the batch is being processed
+    partition: int = 0  # and its input partition (the state's partition too)
 
     def __getitem__(self, key: str) -> ConsentState:
         if key in self.changes:
             return self.changes[key][0]
-        got = self.load(key)
+        got = self.load(self.partition, key)
         if got is None:
             raise KeyError(key)
         return got
@@ -91,12 +92,13 @@ class BatchProcessor:
         # A deliberately broken ordering, for tests that must prove they can fail.
         self.release_before_log = release_before_log
 
-    def decide(self, raws: Sequence[bytes],
-               load: Callable[[str], ConsentState | None]) -> BatchResult:
+    def decide(self, raws: Sequence[bytes], partitions: Sequence[int],
+               load: Callable[[int, str], ConsentState | None]) -> BatchResult:
         overlay = Overlay(load)
         outcomes = []
         for i, raw in enumerate(raws):
             overlay.index = i
+            overlay.partition = partitions[i]
             try:
                 out = self.pipeline.process(raw, overlay)
             except Exception as e:

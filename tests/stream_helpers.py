@@ -1,0 +1,164 @@
+"""Helpers for integration tests against the embedded broker: an isolated policy/topic set
+per test, a gateway worker subprocess, and reading topics back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway.consent import ConsentState
+from gateway.pipeline import Outcome
+from gateway.policy import Policy, load_policy
+from gateway.records import DecisionRecord
+from gateway.runtime import Core, build_core, ensure_demo_keys
+from gateway.sdk.agent import read_topic
+from gateway.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Env:
+    """One isolated gateway deployment on the shared broker: own topics, keys, ledger."""
+
+    settings: Settings
+    policy: Policy
+    core: Core
+    dir: Path
+
+    @classmethod
+    def create(cls, tmp: Path, bootstrap: str, prefix: str, partitions: int = 3,
+               **overrides: Any) -> Env:
+        text = (ROOT / "agents.yaml").read_text().replace("topic: agent.",
+                                                          f"topic: {prefix}.agent.")
+        (tmp / "agents.yaml").write_text(text)
+        settings = Settings(
+            policy_path=tmp / "agents.yaml", keys_dir=tmp / "keys",
+            bootstrap_servers=bootstrap, input_topic=f"{prefix}.events",
+            disclosure_topic=f"{prefix}.disclosures", dead_letter_topic=f"{prefix}.dead",
+            app_id=f"{prefix}-gw", partitions=partitions, web_port=free_port(),
+            ledger_url=f"sqlite:///{tmp / 'ledger.db'}", **overrides)
+        policy = load_policy(settings.policy_path)
+        ensure_demo_keys(settings, policy)
+        return cls(settings, policy, build_core(settings, policy), tmp)
+
+    def env(self) -> dict[str, str]:
+        s = self.settings
+        return {**os.environ, "GATEWAY_POLICY_PATH": str(s.policy_path),
+                "GATEWAY_KEYS_DIR": str(s.keys_dir),
+                "GATEWAY_BOOTSTRAP_SERVERS": s.bootstrap_servers,
+                "GATEWAY_INPUT_TOPIC": s.input_topic,
+                "GATEWAY_DISCLOSURE_TOPIC": s.disclosure_topic,
+                "GATEWAY_DEAD_LETTER_TOPIC": s.dead_letter_topic,
+                "GATEWAY_APP_ID": s.app_id, "GATEWAY_PARTITIONS": str(s.partitions),
+                "GATEWAY_WEB_PORT": str(s.web_port), "GATEWAY_LEDGER_URL": s.ledger_url,
+                "GATEWAY_BATCH_MAX": str(s.batch_max)}
+
+    def expected(self, lines: list[bytes]) -> list[Outcome]:
+        """What the offline core decides for these lines, in order (per-customer order is
+        all that matters, and the stream keeps it)."""
+        states: dict[str, ConsentState] = {}
+        return [self.core.pipeline.process(raw, states) for raw in lines]
+
+    def records(self) -> list[DecisionRecord]:
+        return [DecisionRecord.from_json(v) for _, v, _ in
+                read_topic(self.settings.bootstrap_servers, self.settings.disclosure_topic)]
+
+    def topic(self, name: str) -> list[tuple[str, bytes, bytes | None]]:
+        return read_topic(self.settings.bootstrap_servers, name)
+
+    def agent_topic(self, agent: str) -> str:
+        return self.policy.agents[agent].topic
+
+
+class Worker:
+    """A `gateway run` subprocess."""
+
+    def __init__(self, env: Env, *, role: str = "all", extra_env: dict[str, str] | None = None,
+                 log_name: str = "worker"):
+        self.env = env
+        self.role = role
+        self.extra_env = extra_env or {}
+        self.log_path = env.dir / f"{log_name}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> Worker:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "run", "--role", self.role],
+                env={**self.env.env(), **self.extra_env}, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while self.health() is None:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"worker did not come up:\n{self.log()}")
+            time.sleep(0.2)
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def health(self) -> dict[str, Any] | None:
+        try:
+            url = f"http://127.0.0.1:{self.env.settings.web_port}/health"
+            with urllib.request.urlopen(url, timeout=1) as r:
+                return orjson.loads(r.read())  # type: ignore[no-any-return]
+        except OSError:
+            return None
+
+    def wait_processed(self, n: int, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            h = self.health() or {}
+            if h.get("processed", 0) >= n:
+                return
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"worker died:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"processed {h.get('processed')} of {n}:\n{self.log()}")
+            time.sleep(0.2)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> Worker:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_for(cond: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.25)

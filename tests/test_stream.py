@@ -1,0 +1,191 @@
+"""The gateway on the real embedded broker: a `gateway run` worker subprocess, events
+published through the SDK, agents reading their topics with their own keys."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from gateway.agent_reader import AgentReader, Received
+from gateway.keys import agent_key_paths
+from gateway.samples import random_events, scenario
+from gateway.sdk.publisher import PRODUCER_DEFAULTS, Publisher
+from tests.stream_helpers import Env, Worker, wait_for
+
+pytestmark = pytest.mark.broker
+
+SCENARIO = [orjson.dumps(e) for e in scenario()]
+
+
+@pytest.fixture
+def env(broker, topic_prefix: str, tmp_path: Path) -> Env:  # type: ignore[no-untyped-def]
+    return Env.create(tmp_path, broker.bootstrap, topic_prefix)
+
+
+def publish(env: Env, lines: list[bytes]) -> None:
+    with Publisher(env.settings.bootstrap_servers, env.settings.input_topic) as pub:
+        report = pub.publish_many(enumerate(lines, 1))
+    assert report.sent == len(lines) and not report.rejected
+
+
+def raw_publish(env: Env, values: list[tuple[bytes, bytes]]) -> None:
+    from kafka import KafkaProducer
+
+    p = KafkaProducer(bootstrap_servers=[env.settings.bootstrap_servers], **PRODUCER_DEFAULTS)
+    for key, value in values:
+        p.send(env.settings.input_topic, key=key, value=value)
+    p.flush()
+    p.close()
+
+
+def read_agent(env: Env, agent: str) -> list[Received]:
+    reader = AgentReader(agent, agent_key_paths(env.settings.keys_dir, agent).private,
+                         env.settings.signing_public_key_path)
+    got = []
+    for item in reader.read_many((p, v) for p, v, _ in env.topic(env.agent_topic(agent))):
+        assert isinstance(item, Received), item
+        got.append(item)
+    return got
+
+
+def test_end_to_end_delivery_matches_the_offline_core(env: Env) -> None:
+    expected = env.expected(SCENARIO)
+    with Worker(env) as w:
+        publish(env, SCENARIO)
+        w.wait_processed(len(SCENARIO))
+        records = env.records()
+        want = {r.record_id: r for out in expected for r in out.records}
+        assert {r.record_id for r in records} == set(want)
+        for r in records:  # same decision as the offline core, field for field
+            assert (r.outcome, r.reason, r.paths_sent, r.paths_removed) == (
+                want[r.record_id].outcome, want[r.record_id].reason,
+                want[r.record_id].paths_sent, want[r.record_id].paths_removed)
+        by_digest = {r.payload_digest: r for r in records if r.payload_digest}
+        for agent in env.policy.agents:
+            msgs = env.topic(env.agent_topic(agent))
+            # every message on an agent topic has its record, for exactly those bytes
+            for _, value, key in msgs:
+                rec = by_digest["sha256:" + hashlib.sha256(value).hexdigest()]
+                assert rec.agent == agent and key == rec.record_id.encode()
+            got = read_agent(env, agent)
+            assert {g.disclosure_id for g in got} == {
+                m.disclosure_id for out in expected for m in out.messages if m.agent == agent}
+        ship = read_agent(env, "shipping")
+        assert all("prescription" not in g.payload.get("data", {}) for g in ship)
+        email_rx = [g for g in read_agent(env, "email")
+                    if "prescription" in g.payload.get("data", {})]
+        assert [g.payload["data"]["recipient"]["first"] for g in email_rx] == ["Bob"]
+        wait_for(lambda: (w.health() or {}).get("ledger_seen", 0) >= len(records), 30,
+                 "the ledger sink")
+
+
+def test_consent_changes_in_the_stream_alter_later_decisions(env: Env) -> None:
+    customer = "C-5150"
+
+    def ev(n: int, etype: str, data: dict) -> bytes:
+        return orjson.dumps({
+            "event_id": f"evt-consent-{n:04d}", "event_type": etype, "schema_version": 1,
+            "occurred_at": f"2026-04-01T10:{n:02d}:00Z",
+            "subject": {"customer_id": customer, "type": "consumer"}, "data": data})
+
+    profile = {"name": {"first": "Ida", "last": "Lo"}, "emails": ["ida@example.com"]}
+    lines = [ev(1, "customer.updated", profile),
+             ev(2, "consent.changed", {"marketing": "opt_out"}),
+             ev(3, "customer.updated", profile),
+             ev(4, "consent.changed", {"marketing": "opt_in"}),
+             ev(5, "customer.updated", profile)]
+    with Worker(env) as w:
+        publish(env, lines)
+        w.wait_processed(len(lines))
+        email = sorted((r.event_id, r.outcome, r.reason) for r in env.records()
+                       if r.agent == "email")
+    assert email == [("evt-consent-0001", "disclosed", None),
+                     ("evt-consent-0003", "withheld", "marketing_opt_out"),
+                     ("evt-consent-0005", "disclosed", None)]
+
+
+def test_bad_input_is_dead_lettered_and_the_worker_stays_up(env: Env) -> None:
+    order = next(e for e in scenario() if e["event_type"] == "order.placed")
+    wrong = orjson.loads(orjson.dumps(order))
+    wrong["data"]["total"] = "lots"
+    extra = orjson.loads(orjson.dumps(order))
+    extra["data"]["card_pin"] = "4321"
+    bad = [b"{not json at all", orjson.dumps(wrong), orjson.dumps(extra),
+           orjson.dumps({**order, "event_type": "order.vanished"}),
+           orjson.dumps({**order, "data": {**order["data"], "notes": "Alice " * 60_000}}),
+           b"\xff\xfe\x00garbage"]
+    with Worker(env) as w:
+        raw_publish(env, [(b"C-1001", b) for b in bad])
+        w.wait_processed(len(bad))
+        publish(env, SCENARIO[:3])  # and it goes on with good events
+        w.wait_processed(len(bad) + 3)
+        assert w.proc is not None and w.proc.poll() is None
+        dead = [orjson.loads(v) for _, v, _ in env.topic(env.settings.dead_letter_topic)]
+    assert sorted(d["reason"] for d in dead) == sorted(
+        ["not_json", "schema", "schema", "unknown_type", "too_large", "not_json"])
+    text = orjson.dumps(dead).decode()
+    for pii in ("Alice", "Moreno", "4321", "lots", "alice.moreno@example.com"):
+        assert pii not in text
+    assert any("data.card_pin: unknown field" in d["error"] for d in dead)
+    assert len({r.event_id for r in env.records()}) == 3
+
+
+def test_restarted_worker_loses_nothing(env: Env) -> None:
+    lines = [orjson.dumps(e) for e in random_events(1500, seed=11)]
+    expected = env.expected(lines)
+    w = Worker(env).start()
+    publish(env, lines[:750])
+    wait_for(lambda: (w.health() or {}).get("processed", 0) > 100, 60, "some progress")
+    w.kill()  # SIGKILL mid-stream
+    publish(env, lines[750:])
+    w2 = Worker(env, log_name="worker2").start()
+    try:
+        want = {r.record_id for out in expected for r in out.records}
+        wait_for(lambda: want <= {r.record_id for r in env.records()}, 90, "all records")
+        msgs = {m.disclosure_id for out in expected for m in out.messages}
+        for agent in env.policy.agents:
+            got = read_agent(env, agent)
+            ids = [g.disclosure_id for g in got]
+            assert set(ids) == {m.disclosure_id for out in expected for m in out.messages
+                                if m.agent == agent}
+        assert msgs
+    finally:
+        w2.stop()
+
+
+def test_confluent_kafka_publishes_and_reads_an_agent_topic(env: Env) -> None:
+    confluent_kafka = pytest.importorskip("confluent_kafka")
+    from gateway.topics import CONFLUENT_CONSUMER_DEFAULTS
+
+    with Worker(env) as w:
+        producer = confluent_kafka.Producer({"bootstrap.servers":
+                                             env.settings.bootstrap_servers,
+                                             "enable.idempotence": False})
+        for e in scenario()[:6]:
+            producer.produce(env.settings.input_topic, key=e["subject"]["customer_id"],
+                             value=orjson.dumps(e))
+        assert producer.flush(30) == 0
+        del producer  # librdkafka would keep reconnecting after the session's broker stops
+        w.wait_processed(6)
+        consumer = confluent_kafka.Consumer({
+            "bootstrap.servers": env.settings.bootstrap_servers,
+            "group.id": f"{env.settings.app_id}-confluent-reader",
+            "auto.offset.reset": "earliest", **CONFLUENT_CONSUMER_DEFAULTS})
+        consumer.subscribe([env.agent_topic("shipping")])
+        reader = AgentReader("shipping",
+                             agent_key_paths(env.settings.keys_dir, "shipping").private,
+                             env.settings.signing_public_key_path)
+        got = []
+        deadline = time.monotonic() + 60
+        while len(got) < 2 and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            got.append(reader.read(msg.value()))
+        consumer.close()
+    assert len(got) == 2  # Alice's order placed and shipped
+    assert {g.payload["event_type"] for g in got if g} == {"order.placed", "order.shipped"}
