@@ -8,6 +8,7 @@ replay writes is exactly what the worker would publish.
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +29,9 @@ from gateway.records import DecisionRecord, Recipient, decision_id, disclosure_i
 class AgentMessage:
     agent: str
     topic: str
-    key: bytes  # the disclosure id: agents drop duplicates by it
+    # The subject as this agent may know it (its own keyed pseudonym): keeps one subject's
+    # messages in order on one partition without putting a raw customer id in Kafka keys.
+    key: bytes
     value: bytes
     disclosure_id: str
     kind: str = "disclosure"  # or "erasure_notice"
@@ -116,6 +119,11 @@ class Pipeline:
                 self._subject_refs.clear()
             ref = self._subject_refs[customer_id] = subject_ref(self.master, customer_id)
         return ref
+
+    def message_key(self, agent: str, customer_id: str) -> bytes:
+        key = self.engine.pseudonym_keys[agent]
+        return hmac.new(key, b"key:" + customer_id.encode(), hashlib.sha256).hexdigest()[
+            :32].encode()
 
     def dead_letter(self, raw: bytes, err: EventError) -> DeadLetter:
         shape = None
@@ -205,8 +213,9 @@ class Pipeline:
                 orjson.dumps(body), event_id=event.event_id, disclosure_id=did,
                 kind="erasure_notice" if kind == "erasure" else "disclosure")
             key_id, digest, topic = sealed.key_id, payload_digest(sealed.message), agent.topic
-            msg = AgentMessage(d.agent, agent.topic, did.encode(), sealed.message, did,
-                               "erasure_notice" if kind == "erasure" else "disclosure")
+            msg = AgentMessage(d.agent, agent.topic,
+                               self.message_key(d.agent, event.customer_id), sealed.message,
+                               did, "erasure_notice" if kind == "erasure" else "disclosure")
         # Built from trusted, already-validated values: skip pydantic validation (hot path).
         rec = DecisionRecord.model_construct(
             record_id=did,

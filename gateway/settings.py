@@ -36,6 +36,14 @@ class Settings(BaseSettings):
     batch_max: int = Field(500, ge=1, description="Events processed per batch at most.")
     batch_linger_ms: int = Field(5, ge=0)
 
+    # --- test switches (never set in production) --------------------------------------
+    unsafe_release_before_log: bool = Field(
+        False, description="TEST ONLY: release agent messages before their records are "
+        "logged, to prove the fault tests can fail.")
+    test_phase_delay_ms: int = Field(
+        0, ge=0, description="TEST ONLY: pause between the log and release phases of a batch "
+        "(widens the window a crash can hit).")
+
     # --- crypto ----------------------------------------------------------------------
     dek_rotate_messages: int = Field(10_000, ge=1)
     dek_rotate_seconds: float = Field(3600.0, gt=0)

@@ -35,7 +35,7 @@ def changelog_topic(settings: Settings) -> str:
 
 
 def create_app(settings: Settings, core: Core | None, *, gateway: bool = True,
-               ledger: bool = True, release_before_log: bool = False) -> faust.App:
+               ledger: bool = True) -> faust.App:
     brokers = [f"kafka://{h.strip()}" for h in settings.bootstrap_servers.split(",")]
     app = faust.App(
         settings.app_id,
@@ -77,12 +77,14 @@ def create_app(settings: Settings, core: Core | None, *, gateway: bool = True,
 
     @app.page("/metrics")
     async def prometheus(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(metrics.REGISTRY), content_type=CONTENT_TYPE_LATEST)
+        # aiohttp refuses a charset inside content_type; the exposition format is UTF-8.
+        return web.bytes(generate_latest(metrics.REGISTRY),
+                         content_type=CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4")
 
     if gateway:
         if core is None:
             raise ValueError("the gateway role needs the policy core")
-        _add_gateway_agent(app, settings, core, state, release_before_log)
+        _add_gateway_agent(app, settings, core, state)
     if ledger:
         _add_ledger_agent(app, settings, core, state)
     app.gateway_state = state  # type: ignore[attr-defined]
@@ -90,7 +92,7 @@ def create_app(settings: Settings, core: Core | None, *, gateway: bool = True,
 
 
 def _add_gateway_agent(app: faust.App, settings: Settings, core: Core,
-                       state: dict[str, Any], release_before_log: bool) -> None:
+                       state: dict[str, Any]) -> None:
     source = app.topic(settings.input_topic, key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw",
                        partitions=settings.partitions)
@@ -114,7 +116,11 @@ def _add_gateway_agent(app: faust.App, settings: Settings, core: Core,
     processor = BatchProcessor(core.pipeline, send,
                                disclosure_topic=settings.disclosure_topic,
                                dead_letter_topic=settings.dead_letter_topic,
-                               release_before_log=release_before_log)
+                               release_before_log=settings.unsafe_release_before_log,
+                               phase_delay=settings.test_phase_delay_ms / 1000)
+    if settings.unsafe_release_before_log:
+        log.warning("GATEWAY_UNSAFE_RELEASE_BEFORE_LOG is set: agent messages are released "
+                    "BEFORE their records are logged (test switch; never in production)")
 
     @app.agent(source, name="gateway")
     async def gateway_agent(stream: faust.StreamT) -> None:

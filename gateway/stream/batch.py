@@ -83,7 +83,7 @@ class BatchResult:
 class BatchProcessor:
     def __init__(self, pipeline: Pipeline, send: Send, *, disclosure_topic: str,
                  dead_letter_topic: str, retry_max_seconds: float = 5.0,
-                 release_before_log: bool = False):
+                 release_before_log: bool = False, phase_delay: float = 0.0):
         self.pipeline = pipeline
         self.send = send
         self.disclosure_topic = disclosure_topic
@@ -91,6 +91,7 @@ class BatchProcessor:
         self.retry_max_seconds = retry_max_seconds
         # A deliberately broken ordering, for tests that must prove they can fail.
         self.release_before_log = release_before_log
+        self.phase_delay = phase_delay
 
     def decide(self, raws: Sequence[bytes], partitions: Sequence[int],
                load: Callable[[int, str], ConsentState | None]) -> BatchResult:
@@ -144,13 +145,13 @@ class BatchProcessor:
                    [("record_id", r.record_id.encode())]) for r in records]
         logged += [(self.dead_letter_topic, d.event_id.encode(), d.to_json(),
                     [("reason", d.reason.encode())]) for d in dead]
-        released = [(m.topic, m.key, m.value, [("disclosure_id", m.key)]) for m in messages]
-        if self.release_before_log:
-            await self._send_all(released)
-            await self._send_all(logged)
-        else:
-            await self._send_all(logged)  # the log first: durable before disclosure
-            await self._send_all(released)
+        released = [(m.topic, m.key, m.value, [("disclosure_id", m.disclosure_id.encode())])
+                    for m in messages]
+        first, second = (released, logged) if self.release_before_log else (logged, released)
+        await self._send_all(first)  # normally the log: durable before disclosure
+        if self.phase_delay:
+            await asyncio.sleep(self.phase_delay)
+        await self._send_all(second)
         self._count(records, messages, dead)
 
     @staticmethod

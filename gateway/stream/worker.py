@@ -42,12 +42,10 @@ def prepare(settings: Settings, role: Role = "all") -> tuple[Core | None, dict[s
     return core, topics
 
 
-def run(settings: Settings, role: Role = "all", loglevel: str = "info",
-        release_before_log: bool = False) -> None:
+def run(settings: Settings, role: Role = "all", loglevel: str = "info") -> None:
     core, topics = prepare(settings, role)
     app = create_app(settings, core, gateway=role in ("all", "gateway"),
-                     ledger=role in ("all", "ledger"),
-                     release_before_log=release_before_log)
+                     ledger=role in ("all", "ledger"))
     log.info("starting %s worker on %s (%d topics)", role, settings.bootstrap_servers,
              len(topics))
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=True)
