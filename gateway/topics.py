@@ -244,8 +244,11 @@ def ensure_topics(
     topics: Mapping[str, int],
     replication_factor: int = 1,
     timeout: float = 30,
+    configs: Mapping[str, Mapping[str, str]] | None = None,
 ) -> None:
     """Create each topic in ``topics`` (name -> partition count) unless it exists.
+
+    ``configs`` gives topic configs for new topics by name (e.g. a compacted changelog).
 
     Idempotent, and safe when several processes race to create the same topics. Returns
     once metadata shows every partition of every topic with a leader.
@@ -301,7 +304,9 @@ def ensure_topics(
             if missing:
                 try:
                     admin.create_topics(
-                        [NewTopic(n, topics[n], replication_factor) for n in missing],
+                        [NewTopic(n, topics[n], replication_factor,
+                                  topic_configs=dict((configs or {}).get(n, {})))
+                         for n in missing],
                         timeout_ms=_timeout_ms(max(0.1, deadline - time.monotonic())),
                     )
                     log.info("created topics %s", ", ".join(missing))

@@ -38,7 +38,9 @@ def prepare(settings: Settings, role: Role = "all") -> tuple[Core | None, dict[s
                           "host:port (or run `gateway demo` for an embedded one)")
     wait_for_broker(settings.bootstrap_servers, timeout=120)
     topics = required_topics(settings, core)
-    ensure_topics(settings.bootstrap_servers, topics, settings.replication_factor)
+    # The consent changelog keeps only each subject's latest state (compaction).
+    ensure_topics(settings.bootstrap_servers, topics, settings.replication_factor,
+                  configs={changelog_topic(settings): {"cleanup.policy": "compact"}})
     return core, topics
 
 
