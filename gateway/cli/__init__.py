@@ -3,25 +3,13 @@ can act on are printed as one line (no traceback) with exit status 2."""
 
 from __future__ import annotations
 
-import sys
-from typing import Any
-
 import click
 
 from gateway import __version__
-from gateway.errors import GatewayError
+from gateway.cli.common import GatewayGroup
 
 
-class _Main(click.Group):
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except GatewayError as e:
-            click.secho(f"error: {e}", fg="red", err=True)
-            sys.exit(2)
-
-
-@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=GatewayGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gateway")
 def main() -> None:
     """Disclosure gateway: privacy policy enforcement on a Kafka stream.

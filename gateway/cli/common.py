@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -9,9 +10,31 @@ from typing import Any, TypeVar
 import click
 from rich.console import Console
 
+from gateway.errors import GatewayError
 from gateway.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _OneLineErrors:
+    """Errors a user can act on print as one line (no traceback) with exit status 2 —
+    under `gateway` and when a command module is run on its own (tests, `python -m`)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)  # type: ignore[misc]
+        except GatewayError as e:
+            click.secho(f"error: {e}", fg="red", err=True)
+            sys.exit(2)
+
+
+class GatewayGroup(_OneLineErrors, click.Group):
+    pass
+
+
+class GatewayCommand(_OneLineErrors, click.Command):
+    pass
+
 
 console = Console(highlight=False, soft_wrap=False, width=160)
 err_console = Console(stderr=True, highlight=False)

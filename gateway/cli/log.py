@@ -22,8 +22,9 @@ import orjson
 from rich.console import Console
 
 from gateway import keys as keystore
+from gateway.cli.common import GatewayGroup
 from gateway.crypto import SigningKey, VerifyKey, subject_ref
-from gateway.errors import GatewayError, LedgerError, VerificationError
+from gateway.errors import LedgerError, VerificationError
 from gateway.ledger import render
 from gateway.ledger.proofs import build_proof, verify_bundle
 from gateway.ledger.query import RecordFilter, iter_records, list_records
@@ -34,16 +35,6 @@ from gateway.ledger.verify import verify_log
 from gateway.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-class _LogGroup(click.Group):
-    # Also when run on its own (tests, `python -m`): one-line errors, status 2.
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except GatewayError as e:
-            click.secho(f"error: {e}", fg="red", err=True)
-            sys.exit(2)
 
 
 class _When(click.ParamType):
@@ -195,7 +186,7 @@ def _emit(doc: render.Document, fmt: str, data: Any, out: Path | None) -> None:
     click.echo(f"wrote {out}", err=True)
 
 
-@click.group("log", cls=_LogGroup)
+@click.group("log", cls=GatewayGroup)
 def log() -> None:
     """Review, report on and verify the disclosure log."""
 

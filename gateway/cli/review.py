@@ -20,22 +20,12 @@ from typing import Any
 
 import click
 
+from gateway.cli.common import GatewayCommand
 from gateway.errors import GatewayError
 from gateway.ledger.store import display_url
 from gateway.settings import Settings
 from gateway.web.app import ReviewConfig, config_from_settings, create_app, start_site
 from gateway.web.auth import credentials_from_settings, hash_password
-
-
-class _ReviewCommand(click.Command):
-    # Also when run on its own (tests, `python -m gateway.cli.review`): one-line errors,
-    # status 2, as under `gateway`.
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except GatewayError as e:
-            click.secho(f"error: {e}", fg="red", err=True)
-            sys.exit(2)
 
 
 def _is_loopback(host: str) -> bool:
@@ -72,7 +62,7 @@ async def _serve(config: ReviewConfig, host: str, port: int) -> None:
         await runner.cleanup()
 
 
-@click.command("review", cls=_ReviewCommand)
+@click.command("review", cls=GatewayCommand)
 @click.option(
     "--host",
     default=None,
