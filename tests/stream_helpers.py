@@ -103,7 +103,7 @@ class Worker:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway", "run", "--role", self.role],
                 env={**self.env.env(), **self.extra_env}, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True)
+                stderr=subprocess.STDOUT, start_new_session=True, cwd=self.env.dir)
         deadline = time.monotonic() + timeout
         while self.health() is None:
             if self.proc.poll() is not None:

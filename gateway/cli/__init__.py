@@ -19,7 +19,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from gateway.cli import agent, keys, log, policy, replay, review, stream
+    from gateway.cli import agent, audit, keys, log, policy, replay, review, stream
 
     main.add_command(keys.keys)
     main.add_command(policy.policy)
@@ -28,6 +28,7 @@ def _register() -> None:
     main.add_command(agent.agent)
     main.add_command(log.log)
     main.add_command(review.review)
+    main.add_command(audit.audit)
     main.add_command(stream.run_cmd)
     main.add_command(stream.demo_cmd)
     main.add_command(stream.publish_cmd)

@@ -20,22 +20,17 @@ from typing import Any
 import click
 import orjson
 
-from gateway.cli.common import console, keys_dir_option, policy_option, settings_from
+from gateway.cli.common import (
+    GatewayGroup,
+    console,
+    keys_dir_option,
+    policy_option,
+    settings_from,
+)
 from gateway.errors import GatewayError
 
 
-class _AuditGroup(click.Group):
-    # One-line errors with status 2 also when the group runs on its own (tests, scripts),
-    # as under `gateway`.
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except GatewayError as e:
-            click.secho(f"error: {e}", fg="red", err=True)
-            sys.exit(2)
-
-
-@click.group("audit", cls=_AuditGroup)
+@click.group("audit", cls=GatewayGroup)
 def audit() -> None:
     """Audit a running deployment against its own input."""
 
@@ -72,7 +67,7 @@ def reconcile_cmd(policy: Path | None, keys_dir: Path | None, bootstrap: str | N
     try:
         rep = reconcile_until_settled(
             lambda: reconcile_deployment(s, pipeline=pipeline, use_offsets=not no_offsets),
-            wait)
+            wait, offsets=not no_offsets)
     except (OSError, TimeoutError) as e:
         raise GatewayError(f"cannot read the deployment: {e}") from None
     except Exception as e:  # kafka-python's errors: name them, keep the one-line contract
