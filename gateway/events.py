@@ -7,15 +7,41 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
+from functools import cache
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
 from gateway.errors import EventNotJSON, EventTooLarge, SchemaViolation, UnknownEventType
-from schemas.registry import event_models
+from schemas.registry import FieldNode, event_models, field_tree
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+_EVENT_ID = re.compile(r"^[A-Za-z0-9_.:-]{8,64}$")
+
+
+@cache
+def known_field_names() -> frozenset[str]:
+    """Every field name some event schema declares (safe to echo in errors)."""
+    names: set[str] = set()
+
+    def walk(nodes: tuple[FieldNode, ...]) -> None:
+        for n in nodes:
+            names.add(n.name)
+            if n.children:
+                walk(n.children)
+
+    for t in event_models():
+        walk(field_tree(t))
+    return frozenset(names)
+
+
+def safe_field_name(name: object) -> str:
+    """A field name fit for a dead letter or a log: the name itself if a schema declares it,
+    else a short digest — publishers can match it, nobody can read a name someone keyed
+    their data by (which may be a person's name)."""
+    if isinstance(name, str) and name in known_field_names():
+        return name
+    return "<unknown field #" + hashlib.sha256(str(name).encode()).hexdigest()[:8] + ">"
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +69,7 @@ def _loc(loc: tuple[Any, ...]) -> str:
         if isinstance(x, int):
             parts.append(f"[{x}]")
         else:
-            s = str(x)
-            parts.append("." + (s if _SAFE_NAME.match(s) else "<field>"))
+            parts.append("." + safe_field_name(x))
     return "".join(parts).lstrip(".")
 
 
@@ -70,14 +95,16 @@ def parse_event(raw: bytes, max_bytes: int = 256 * 1024) -> Event:
         raise EventNotJSON(f"not valid JSON (UTF-8): {str(e).split(':')[0]}") from None
     if not isinstance(obj, dict):
         raise EventNotJSON(f"an event must be a JSON object, got {type(obj).__name__}")
-    event_id = obj.get("event_id") if isinstance(obj.get("event_id"), str) else None
+    # Only an id of the envelope's own shape is echoed (an invalid one may be anything).
+    raw_id = obj.get("event_id")
+    event_id = raw_id if isinstance(raw_id, str) and _EVENT_ID.match(raw_id) else None
     etype = obj.get("event_type")
     models = event_models()
     if not isinstance(etype, str) or etype not in models:
-        shown = etype if isinstance(etype, str) and _SAFE_NAME.match(etype.replace(".", "_")) \
-            else "<missing or invalid>"
+        shown = "<missing>" if etype is None else safe_field_name(etype).replace(
+            "unknown field", "type")
         raise UnknownEventType(
-            f"unknown event type {shown!r}; known types: {', '.join(sorted(models))}",
+            f"unknown event type {shown}; known types: {', '.join(sorted(models))}",
             event_id=event_id)
     try:
         model = models[etype].model_validate(obj)

@@ -16,7 +16,7 @@ from gateway.errors import (
     TaxonomyError,
     UnknownEventType,
 )
-from gateway.events import parse_event
+from gateway.events import parse_event, safe_field_name
 from gateway.samples import random_events, scenario, to_jsonl
 from gateway.taxonomy import default_taxonomy, load_taxonomy
 from schemas.base import Strict, cat
@@ -92,7 +92,9 @@ def test_unknown_field_is_rejected_and_named_without_its_value() -> None:
     ev["data"]["loyalty_card_secret"] = "alice-secret-value"
     with pytest.raises(SchemaViolation) as e:
         parse_event(orjson.dumps(ev))
-    assert "data.loyalty_card_secret: unknown field" in str(e.value)
+    # Named by a digest: a field name may itself be personal (someone's name as a key).
+    assert f"data.{safe_field_name('loyalty_card_secret')}: unknown field" in str(e.value)
+    assert "loyalty_card_secret" not in str(e.value)
     assert "alice-secret-value" not in str(e.value)
 
 
@@ -115,7 +117,7 @@ def test_bad_inputs_each_have_a_specific_error() -> None:
         parse_event(b"[1, 2]")
     with pytest.raises(EventNotJSON):
         parse_event(b"\xff\xfe{}")
-    with pytest.raises(UnknownEventType, match=r"order\.cancelled"):
+    with pytest.raises(UnknownEventType, match="unknown event type <type #"):
         parse_event(orjson.dumps({**_order(), "event_type": "order.cancelled"}))
     with pytest.raises(UnknownEventType, match="missing"):
         parse_event(b"{}")

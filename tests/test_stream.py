@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from gateway.agent_reader import AgentReader, Received
+from gateway.events import safe_field_name
 from gateway.keys import agent_key_paths
 from gateway.samples import random_events, scenario
 from gateway.sdk.publisher import PRODUCER_DEFAULTS, Publisher
@@ -131,7 +132,8 @@ def test_bad_input_is_dead_lettered_and_the_worker_stays_up(env: Env) -> None:
     text = orjson.dumps(dead).decode()
     for pii in ("Alice", "Moreno", "4321", "lots", "alice.moreno@example.com"):
         assert pii not in text
-    assert any("data.card_pin: unknown field" in d["error"] for d in dead)
+    assert any(f"data.{safe_field_name('card_pin')}: unknown field" in d["error"]
+               for d in dead)
     assert len({r.event_id for r in env.records()}) == 3
 
 
@@ -174,6 +176,7 @@ def test_restarted_worker_loses_nothing(env: Env) -> None:
 
 def test_confluent_kafka_publishes_and_reads_an_agent_topic(env: Env) -> None:
     import confluent_kafka  # a dev dependency: must be there, never skipped
+
     from gateway.topics import CONFLUENT_CONSUMER_DEFAULTS
 
     with Worker(env) as w:
@@ -224,7 +227,8 @@ def test_publish_and_consume_commands(env: Env, tmp_path: Path) -> None:
         r = gw("publish", str(events))
         assert r.returncode == 1, r.stdout + r.stderr  # one line was refused
         assert "6 event(s) sent" in r.stdout
-        assert "line 7 (schema)" in r.stdout and "data.shoe_size: unknown field" in r.stdout
+        assert "line 7 (schema)" in r.stdout
+        assert f"data.{safe_field_name('shoe_size')}: unknown field" in r.stdout
         w.wait_processed(6)
         r = gw("agent", "consume", "shipping", "--topic", env.agent_topic("shipping"),
                "--keys-dir", str(env.settings.keys_dir), "--max", "2",
