@@ -100,6 +100,7 @@ class Pipeline:
         self.master = pseudonym_master
         self.max_event_bytes = max_event_bytes
         self.now = now
+        self.policy_version = engine.policy_version
         self.recipients = {
             name: Recipient(name=name, legal_name=a.recipient.legal_name,
                             address=a.recipient.address, role=a.recipient.role,
@@ -107,6 +108,7 @@ class Pipeline:
             for name, a in self.policy.agents.items()
         }
         self._subject_refs: dict[str, str] = {}
+        self._message_keys: dict[tuple[str, str], bytes] = {}
 
     @classmethod
     def pseudonym_keys(cls, policy: Policy, master: bytes) -> dict[str, bytes]:
@@ -121,9 +123,14 @@ class Pipeline:
         return ref
 
     def message_key(self, agent: str, customer_id: str) -> bytes:
-        key = self.engine.pseudonym_keys[agent]
-        return hmac.new(key, b"key:" + customer_id.encode(), hashlib.sha256).hexdigest()[
-            :32].encode()
+        got = self._message_keys.get((agent, customer_id))
+        if got is None:
+            if len(self._message_keys) > 100_000:  # bounded: memory stays flat
+                self._message_keys.clear()
+            key = self.engine.pseudonym_keys[agent]
+            got = self._message_keys[(agent, customer_id)] = hmac.new(
+                key, b"key:" + customer_id.encode(), hashlib.sha256).hexdigest()[:32].encode()
+        return got
 
     def dead_letter(self, raw: bytes, err: EventError) -> DeadLetter:
         shape = None
@@ -162,7 +169,7 @@ class Pipeline:
                 for agent in self.engine.subscribers.get(event.event_type, ())
             ]
         got = set()
-        dec_id = decision_id(event.event_id, self.engine.policy_version)
+        dec_id = decision_id(event.event_id, self.policy_version)
         for d in decisions:
             rec, msg = self._emit(event, d, dec_id)
             out.records.append(rec)
@@ -207,7 +214,7 @@ class Pipeline:
                 "purposes": d.purposes,
                 "removed": d.paths_removed,
                 "transformed": d.paths_transformed,
-                "policy_version": self.engine.policy_version,
+                "policy_version": self.policy_version,
             }
             sealed = self.sealers[d.agent].seal(
                 orjson.dumps(body), event_id=event.event_id, disclosure_id=did,
@@ -217,7 +224,7 @@ class Pipeline:
                                self.message_key(d.agent, event.customer_id), sealed.message,
                                did, "erasure_notice" if kind == "erasure" else "disclosure")
         # Built from trusted, already-validated values: skip pydantic validation (hot path).
-        rec = DecisionRecord.model_construct(
+        rec = DecisionRecord.trusted(
             record_id=did,
             decision_id=dec_id,
             event_id=event.event_id,
@@ -236,7 +243,7 @@ class Pipeline:
             paths_sent=d.paths_sent, paths_transformed=d.paths_transformed,
             paths_removed=d.paths_removed,
             consent=d.consent,
-            policy_version=self.engine.policy_version,
+            policy_version=self.policy_version,
             key_id=key_id, payload_digest=digest, topic=topic,
         )
         return rec, msg

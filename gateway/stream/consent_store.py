@@ -7,6 +7,15 @@ partition to the end — by fetching until the broker has nothing more, not by t
 ListOffsets, which some brokers (Tansu) under-report. faust's own table recovery never
 completes against that broker (its recovery fetches receive no changelog events), which
 is why the gateway restores the table itself.
+
+The changelog runs ahead of the committed input offsets: a batch's state changes are
+written once its outputs are acknowledged, and the input offsets are committed a little
+later. Events re-read after a rebalance or a crash would then be decided against a state
+that already includes their own effects -- a consent change later in the same batch
+could change an earlier event's decision under the same record id. So each batch's
+changes end with a marker (key ``#offset``, never a customer id) naming the last input
+offset of that partition whose effects the state holds; events up to it are known done
+(outputs and state durable) and are acknowledged without being decided again.
 """
 
 from __future__ import annotations
@@ -22,26 +31,66 @@ from gateway.consent import ConsentState
 
 log = logging.getLogger("gateway.stream")
 
+# The changelog key of the per-partition progress marker: '#' is not allowed in a customer
+# id (schemas: ^[A-Za-z0-9_.:-]+$), so it cannot collide with a subject.
+OFFSET_KEY = "#offset"
+
+
+def offset_marker(offset: int) -> bytes:
+    return orjson.dumps({"input_offset": offset})
+
 
 class ConsentStore:
     def __init__(self, bootstrap_servers: str, changelog_topic: str, *, quiet: float = 0.5):
         self.bootstrap = bootstrap_servers
         self.topic = changelog_topic
         self.quiet = quiet
-        self._parts: dict[int, dict[str, bytes]] = {}
+        # A subject's state as read from the changelog (bytes), replaced by the parsed
+        # state on first use: parsed once, not once per event.
+        self._parts: dict[int, dict[str, bytes | ConsentState]] = {}
         self._ready: dict[int, asyncio.Event] = {}
+        # Per partition: the last input offset whose effects the state holds (-1: none
+        # known), and a generation bumped whenever the partition is revoked or restored,
+        # so a batch in flight across a rebalance can tell its view is gone.
+        self._applied: dict[int, int] = {}
+        self._generation: dict[int, int] = {}
 
     # --- state ---------------------------------------------------------------------
 
     def get(self, partition: int, customer_id: str) -> ConsentState | None:
-        raw = self._parts.get(partition, {}).get(customer_id)
-        return ConsentState.from_dict(orjson.loads(raw)) if raw else None
+        part = self._parts.get(partition)
+        if part is None:
+            return None
+        got = part.get(customer_id)
+        if got is None or isinstance(got, ConsentState):
+            return got
+        if not got:
+            return None
+        state = part[customer_id] = ConsentState.from_dict(orjson.loads(got))
+        return state
 
-    def set_local(self, partition: int, customer_id: str, value: bytes) -> None:
-        self._parts.setdefault(partition, {})[customer_id] = value
+    def set_local(self, partition: int, customer_id: str, value: bytes,
+                  state: ConsentState | None = None) -> None:
+        """Record a state written to the changelog (``state``: the same, parsed)."""
+        self._parts.setdefault(partition, {})[customer_id] = (
+            state if state is not None else value)
 
     def size(self) -> int:
         return sum(len(p) for p in self._parts.values())
+
+    def applied(self, partition: int) -> int:
+        """The last input offset of ``partition`` already reflected in its state."""
+        return self._applied.get(partition, -1)
+
+    def set_applied(self, partition: int, offset: int) -> None:
+        if offset > self._applied.get(partition, -1):
+            self._applied[partition] = offset
+
+    def generation(self, partition: int) -> int:
+        return self._generation.get(partition, 0)
+
+    def _bump(self, partition: int) -> None:
+        self._generation[partition] = self._generation.get(partition, 0) + 1
 
     # --- rebalancing ---------------------------------------------------------------
 
@@ -51,6 +100,10 @@ class ConsentStore:
             ev = self._ready[partition] = asyncio.Event()
         return ev
 
+    def ready(self, partitions: Iterable[int]) -> bool:
+        """Is the state of every one of ``partitions`` restored?"""
+        return all(self._event(p).is_set() for p in set(partitions))
+
     async def wait_ready(self, partitions: Iterable[int]) -> None:
         for p in set(partitions):
             await self._event(p).wait()
@@ -58,6 +111,8 @@ class ConsentStore:
     def revoke(self, partitions: Iterable[int]) -> None:
         for p in partitions:
             self._parts.pop(p, None)
+            self._applied.pop(p, None)
+            self._bump(p)
             self._event(p).clear()
 
     async def restore(self, partitions: Iterable[int]) -> None:
@@ -65,15 +120,19 @@ class ConsentStore:
         if not parts:
             return
         for p in parts:
+            self._bump(p)
             self._event(p).clear()
-        loaded = await self._read(parts)
+        loaded, applied = await self._read(parts)
         for p in parts:
             self._parts[p] = loaded.get(p, {})
+            self._applied[p] = applied.get(p, -1)
+            self._bump(p)
             self._event(p).set()
         log.info("consent state restored for partitions %s (%d subjects)", parts,
                  sum(len(v) for v in loaded.values()))
 
-    async def _read(self, parts: list[int]) -> dict[int, dict[str, bytes]]:
+    async def _read(self, parts: list[int]
+                    ) -> tuple[dict[int, dict[str, bytes | ConsentState]], dict[int, int]]:
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap.split(","),
                                     enable_auto_commit=False, group_id=None)
         await consumer.start()
@@ -82,7 +141,8 @@ class ConsentStore:
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             end = await consumer.end_offsets(tps)
-            out: dict[int, dict[str, bytes]] = {p: {} for p in parts}
+            out: dict[int, dict[str, bytes | ConsentState]] = {p: {} for p in parts}
+            applied: dict[int, int] = {}
             loop = asyncio.get_running_loop()
             last_data = loop.time()
             while True:
@@ -92,6 +152,11 @@ class ConsentStore:
                         if m.key is None:
                             continue
                         key = m.key.decode()
+                        if key == OFFSET_KEY:
+                            if m.value is not None:
+                                applied[tp.partition] = int(
+                                    orjson.loads(m.value)["input_offset"])
+                            continue
                         if m.value is None:  # a tombstone
                             out[tp.partition].pop(key, None)
                         else:
@@ -101,6 +166,6 @@ class ConsentStore:
                 positions = [await consumer.position(tp) for tp in tps]
                 reached = all(pos >= end[tp] for pos, tp in zip(positions, tps, strict=True))
                 if reached and loop.time() - last_data >= self.quiet:
-                    return out
+                    return out, applied
         finally:
             await consumer.stop()
