@@ -20,7 +20,7 @@ from gateway.consent import ConsentState, apply_event
 from gateway.crypto import Sealer, derive_key, subject_ref
 from gateway.engine import Decision, Engine
 from gateway.errors import EventError, EventTooLarge
-from gateway.events import Event, parse_event, raw_event_id
+from gateway.events import Event, parse_event, raw_event_id, safe_field_name
 from gateway.policy import Policy
 from gateway.records import DecisionRecord, Recipient, decision_id, disclosure_id, payload_digest
 
@@ -76,9 +76,7 @@ def redacted_shape(obj: Any, depth: int = 0) -> Any:
             if i >= 50:
                 out["<more>"] = f"<{len(obj) - 50} keys>"
                 break
-            key = k if isinstance(k, str) and len(k) <= 64 and k.replace("_", "").isalnum() \
-                else "<key>"
-            out[key] = redacted_shape(v, depth + 1)
+            out[safe_field_name(k)] = redacted_shape(v, depth + 1)
         return out
     if isinstance(obj, list):
         return [redacted_shape(obj[0], depth + 1), f"<{len(obj)} items>"] if obj else []

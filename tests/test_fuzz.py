@@ -331,9 +331,6 @@ def test_personal_data_in_an_invalid_event_id_does_not_reach_the_dead_letter(
     check_outcome(core.pipeline, orjson.dumps(e), {})  # ... and must not quote it
 
 
-@pytest.mark.xfail(strict=True, reason="an unknown field's name is echoed into the dead "
-                   "letter's error and shape when it looks like an identifier; a publisher "
-                   "keying data by a person's name leaks it; see the issue-6 report")
 def test_personal_data_as_a_field_name_does_not_reach_the_dead_letter(core: Core) -> None:
     e = plant(next(e for e in BASES if e["event_type"] == "customer.updated"))
     e["data"]["contacts_by_name"] = {"ZyxwvutQlorbington": {"since": 2019}}

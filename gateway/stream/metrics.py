@@ -29,6 +29,9 @@ LAG = Gauge("gateway_input_lag", "Input events not yet processed, per partition"
             ["partition"], registry=REGISTRY)
 LEDGER_APPENDED = Counter("gateway_ledger_records_appended_total",
                           "Records appended to the disclosure log store", registry=REGISTRY)
+LEDGER_MALFORMED = Counter("gateway_ledger_malformed_total",
+                           "Messages on the disclosure topic that are not records (skipped)",
+                           registry=REGISTRY)
 LEDGER_DUPLICATES = Counter("gateway_ledger_duplicates_total",
                             "Records already in the store (replays after a restart)",
                             registry=REGISTRY)
