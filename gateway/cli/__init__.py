@@ -19,7 +19,7 @@ def main() -> None:
 
 
 def _register() -> None:
-    from gateway.cli import agent, audit, keys, log, policy, replay, review, stream
+    from gateway.cli import agent, audit, bench, keys, log, policy, replay, review, stream
 
     main.add_command(keys.keys)
     main.add_command(policy.policy)
@@ -32,6 +32,7 @@ def _register() -> None:
     main.add_command(stream.run_cmd)
     main.add_command(stream.demo_cmd)
     main.add_command(stream.publish_cmd)
+    main.add_command(bench.bench_cmd)
 
 
 _register()

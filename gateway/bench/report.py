@@ -1,0 +1,168 @@
+"""The benchmark's results as tables, and the targets of issue 5 checked against them."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+TARGET_RATIO_BARE = 0.5
+TARGET_RATIO_PER_EVENT = 2.0
+TARGET_P99_MS = 25.0
+TARGET_RSS_GROWTH = 0.10
+
+
+def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target: what it asks, what was measured, and whether it is met (None: not
+    measured in this run)."""
+    out: list[dict[str, Any]] = []
+    t = r.get("throughput")
+    if t:
+        out.append({"target": f"gateway >= {TARGET_RATIO_BARE} x bare aiokafka loop",
+                    "measured": f"{t['ratio_vs_bare']:.2f} x",
+                    "met": t["ratio_vs_bare"] >= TARGET_RATIO_BARE})
+        out.append({"target": f"gateway >= {TARGET_RATIO_PER_EVENT} x per-event faust agent",
+                    "measured": f"{t['ratio_vs_faust_per_event']:.2f} x",
+                    "met": t["ratio_vs_faust_per_event"] >= TARGET_RATIO_PER_EVENT})
+    lat = r.get("latency")
+    if lat:
+        p99 = lat["to_agent_topic_ms"]["p99"]
+        out.append({"target": f"p99 publish->agent topic < {TARGET_P99_MS:g} ms at "
+                              f"{lat['fraction_of_max']:g} x max rate",
+                    "measured": f"{p99:.1f} ms",
+                    "met": (not math.isnan(p99)) and p99 < TARGET_P99_MS})
+    mem = r.get("memory")
+    if mem:
+        full = mem["events"] >= 10 * mem["first_checkpoint"]
+        out.append({"target": f"RSS flat (within {TARGET_RSS_GROWTH:.0%}) from "
+                              f"{mem['first_checkpoint']:,} to {mem['events']:,} events",
+                    "measured": f"{mem['growth_after_first']:+.1%}",
+                    "met": (mem["growth_after_first"] <= TARGET_RSS_GROWTH) if full else None})
+    so = r.get("scaleout")
+    if so:
+        out.append({"target": "two workers raise throughput",
+                    "measured": f"{so['speedup']:.2f} x one worker",
+                    "met": so["speedup"] > 1.0})
+        out.append({"target": "records and consent state correct across rebalances",
+                    "measured": "correct" if so["rebalance"]["correct"] else "NOT correct",
+                    "met": so["rebalance"]["correct"]})
+    return out
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:.0f} MiB"
+
+
+def _rate(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def render(r: dict[str, Any], console: Console) -> None:
+    t = r.get("throughput")
+    if t:
+        tab = Table(title=f"Throughput, {r['input']['events']:,} events of "
+                          f"{r['input']['avg_event_bytes']:.0f} B on average "
+                          f"({r['machine']['cpus']} CPUs)")
+        for col in ("program", "events/s", "gateway is", "peak RSS"):
+            tab.add_column(col, justify="left" if col == "program" else "right")
+        g = t["gateway"]["events_per_s"]
+        rows = [("bare aiokafka loop (ceiling)", t["bare"]),
+                ("bare loop, hand-built batches (context)", t.get("bare_batch")),
+                ("faust noack_take, no work (context)", t.get("faust_noop")),
+                ("per-event faust agent", t["faust_per_event"]),
+                ("gateway worker", t["gateway"])]
+        for name, row in rows:
+            if row is None:
+                continue
+            ratio = "" if row is t["gateway"] else f"{g / row['events_per_s']:.2f} x"
+            tab.add_row(name, _rate(row["events_per_s"]), ratio, _mib(row["peak_rss"]))
+        console.print(tab)
+    lat = r.get("latency")
+    if lat:
+        tab = Table(title="Latency, publish -> agent topic (ms; 'released': until the "
+                          "gateway's producer took the message)")
+        for col in ("load", "events/s", "messages", "p50", "p95", "p99", "max",
+                    "released p99", "worker CPU", "broker CPU"):
+            tab.add_column(col, justify="right")
+        for row in r.get("latency_sweep") or [lat]:
+            p = row["to_agent_topic_ms"]
+            tab.add_row(f"{row['fraction_of_max']:g} x max", _rate(row["rate"]),
+                        f"{row['messages']:,}",
+                        *(f"{p[k]:.1f}" for k in ("p50", "p95", "p99", "p100")),
+                        f"{row['to_release_ms']['p99']:.1f}",
+                        f"{row.get('worker_cpu_share', math.nan):.0%}",
+                        f"{row.get('broker_cpu_share', math.nan):.0%}")
+        console.print(tab)
+    mem = r.get("memory")
+    if mem:
+        tab = Table(title=f"Worker memory over {mem['events']:,} events "
+                          f"({mem['customers']:,} customers)")
+        for col in (f"RSS at {mem['first_checkpoint']:,}", f"RSS at {mem['events']:,}",
+                    "max after first", "growth", "peak RSS", "events/s", "time"):
+            tab.add_column(col, justify="right")
+        tab.add_row(_mib(mem["rss_at_first"]), _mib(mem["rss_at_end"]),
+                    _mib(mem["max_rss_after_first"]), f"{mem['growth_after_first']:+.1%}",
+                    _mib(mem["peak_rss"]), _rate(mem["events_per_s"]),
+                    f"{mem['seconds']:.0f} s")
+        console.print(tab)
+    sc = r.get("scaling")
+    if sc and sc["size"]:
+        tab = Table(title="Gateway throughput by event size")
+        for col in ("avg event", "gateway events/s", "gateway MB/s", "bare events/s",
+                    "gateway / bare"):
+            tab.add_column(col, justify="right")
+        for row in sc["size"]:
+            tab.add_row(f"{row['avg_event_bytes']:,.0f} B", _rate(row["gateway_events_per_s"]),
+                        f"{row['gateway_mb_per_s']:.2f}", _rate(row["bare_events_per_s"]),
+                        f"{row['ratio_vs_bare']:.2f}")
+        console.print(tab)
+    if sc and sc["agents"]:
+        tab = Table(title="Gateway throughput by number of agents")
+        for col in ("agents", "decisions/event", "messages/event", "events/s",
+                    "decisions/s"):
+            tab.add_column(col, justify="right")
+        for row in sc["agents"]:
+            tab.add_row(str(row["agents"]), f"{row['decisions_per_event']:.2f}",
+                        f"{row['messages_per_event']:.2f}",
+                        _rate(row["gateway_events_per_s"]), _rate(row["decisions_per_s"]))
+        console.print(tab)
+    so = r.get("scaleout")
+    if so:
+        tab = Table(title=f"Scale-out on {so['partitions']} partitions")
+        for col in ("workers", "events/s", "x one worker"):
+            tab.add_column(col, justify="right")
+        tab.add_row("1", _rate(so["one_worker"]["events_per_s"]), "1.00")
+        tab.add_row("2", _rate(so["two_workers"]["events_per_s"]), f"{so['speedup']:.2f}")
+        console.print(tab)
+        rb = so["rebalance"]
+        console.print(
+            f"Across rebalances ({'; '.join(rb['timeline'])}): "
+            f"{rb['records_unique']:,}/{rb['records_expected']:,} records "
+            f"({rb['records_duplicate']:,} duplicates, {rb['records_mismatched']} differing), "
+            f"{rb['messages']:,} agent messages ({rb['messages_without_record']} without a "
+            f"record, {rb['messages_missing']} missing), {rb['subjects_checked']:,} consent "
+            f"states ({rb['consent_mismatched']} differing): "
+            + ("[green]correct[/green]" if rb["correct"] else "[red]NOT correct[/red]"))
+    tab = Table(title="Targets (issue 5)")
+    for col in ("target", "measured", "met"):
+        tab.add_column(col)
+    for row in targets(r):
+        met = ("[green]yes[/green]" if row["met"] else "[red]no[/red]"
+               ) if row["met"] is not None else "not measured (short run)"
+        tab.add_row(row["target"], row["measured"], met)
+    console.print(tab)
+    m = r["machine"]
+    load = "/".join(f"{x:.1f}" for x in m.get("load_average_at_start", ()))
+    console.print(f"Whole run: {r['wall_seconds']:.0f} s on {m['cpus']} CPUs, Python "
+                  f"{m['python']}; load average at start {load} (other work on the "
+                  f"machine shows up in every figure)")
+
+
+def write(r: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    r = {**r, "targets": targets(r)}
+    path.write_bytes(orjson.dumps(r, option=orjson.OPT_INDENT_2))
