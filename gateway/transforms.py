@@ -8,7 +8,6 @@ removes the field (fail closed) rather than sending it raw.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import ipaddress
 from collections.abc import Callable
@@ -58,7 +57,8 @@ def _pseudonym(length: int = 24) -> Fn:
         raise ValueError("pseudonym length must be between 8 and 64 hex characters")
 
     def pseudonym(value: Any, ctx: Ctx) -> str:
-        digest = hmac.new(ctx.pseudonym_key, str(value).encode(), hashlib.sha256).hexdigest()
+        # hmac.digest: the one-shot C path, a fraction of an HMAC object's cost.
+        digest = hmac.digest(ctx.pseudonym_key, str(value).encode(), "sha256").hex()
         return "ps_" + digest[:length]
 
     return pseudonym
@@ -108,10 +108,16 @@ def _truncate_ip(v4_prefix: int = 24, v6_prefix: int = 48) -> Fn:
     if not (0 <= v4_prefix <= 32 and 0 <= v6_prefix <= 128):
         raise ValueError("truncate_ip prefixes out of range")
 
+    v4_mask = (2**32 - 1) ^ (2 ** (32 - v4_prefix) - 1)
+    v6_mask = (2**128 - 1) ^ (2 ** (128 - v6_prefix) - 1)
+
     def truncate_ip(value: Any, ctx: Ctx) -> str:
+        # The network address by masking the integer: parsing the address again as a
+        # network cost twice the parse itself.
         ip = ipaddress.ip_address(str(value))
-        prefix = v4_prefix if ip.version == 4 else v6_prefix
-        return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
+        if ip.version == 4:
+            return str(ipaddress.IPv4Address(int(ip) & v4_mask))
+        return str(ipaddress.IPv6Address(int(ip) & v6_mask))
 
     return truncate_ip
 

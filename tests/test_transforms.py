@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import hashlib
+import hmac
+import ipaddress
+import random
 from datetime import date
 
 import pytest
@@ -41,6 +45,24 @@ def test_ip_truncation() -> None:
     assert t("truncate_ip", "203.0.113.57") == "203.0.113.0"
     assert t("truncate_ip", "2001:db8:85a3:1234::8a2e:370:7334") == "2001:db8:85a3::"
     assert t("truncate_ip", "198.51.100.23", v4_prefix=16) == "198.51.0.0"
+
+
+@pytest.mark.parametrize(("v4", "v6"), [(24, 48), (0, 0), (32, 128), (16, 64), (1, 127)])
+def test_ip_truncation_equals_the_network_address(v4: int, v6: int) -> None:
+    # The transform masks integers; the standard library's network address is the oracle.
+    rng = random.Random(v4 * 1000 + v6)
+    for _ in range(500):
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address = (
+            ipaddress.IPv4Address(rng.getrandbits(32)) if rng.random() < 0.5
+            else ipaddress.IPv6Address(rng.getrandbits(128)))
+        prefix = v4 if ip.version == 4 else v6
+        want = str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
+        assert t("truncate_ip", str(ip), v4_prefix=v4, v6_prefix=v6) == want
+
+
+def test_pseudonym_is_hmac_sha256_truncated() -> None:
+    want = hmac.new(b"k" * 32, b"C-1001", hashlib.sha256).hexdigest()[:24]
+    assert t("pseudonym", "C-1001") == "ps_" + want
 
 
 def test_coarse_location() -> None:
