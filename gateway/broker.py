@@ -60,6 +60,11 @@ def _resolve_binary() -> str:
         ) from exc
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now (for a broker, a web page, a test)."""
+    return _free_port(host)
+
+
 def _free_port(host: str, port: int = 0) -> int:
     """``port`` if it is free on ``host`` (any free port for 0); BrokerError if taken."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.agent_reader import AgentReader, Received
-from gateway.broker import EmbeddedBroker
+from gateway.broker import EmbeddedBroker, free_port
 from gateway.errors import GatewayError
 from gateway.keys import agent_key_paths
 from gateway.policy import load_policy
@@ -46,12 +45,6 @@ BAD_EVENTS = [
                   "subject": {"customer_id": "C-1009", "type": "consumer"},
                   "data": {"emails": ["zoe@example.com"], "ssn": "078-05-1120"}}),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

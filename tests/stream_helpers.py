@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from gateway.broker import free_port
 from gateway.consent import ConsentState
 from gateway.pipeline import Outcome
 from gateway.policy import Policy, load_policy
@@ -25,12 +25,6 @@ from gateway.sdk.agent import read_topic
 from gateway.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

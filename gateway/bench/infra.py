@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import yaml
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.partitioner import DefaultPartitioner
 
+from gateway.broker import free_port
 from gateway.policy import Policy, load_policy
 from gateway.runtime import Core, build_core, ensure_demo_keys
 from gateway.settings import Settings
@@ -35,12 +35,6 @@ from gateway.topics import AIOKAFKA_PRODUCER_DEFAULTS, ensure_topics
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_POLICY = ROOT / "agents.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def proc_memory(pid: int) -> dict[str, int]:
