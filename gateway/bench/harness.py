@@ -1,9 +1,11 @@
 """One benchmark run: an embedded broker, a pre-filled input topic, and every measurement
 of issue 5 against it, collected into one JSON-ready dict.
 
-Phases (each program under test in its own process, started fresh on its own topics and
-consumer group, reading the same pre-filled input from the beginning):
+Phases (``core`` in this process; every program under test in its own process, started
+fresh on its own topics and consumer group, reading the same pre-filled input from the
+beginning):
 
+0. core -- ``Pipeline.process`` alone, no Kafka: the bound on one worker, per stage;
 1. throughput -- the bare aiokafka loop (ceiling), the per-event faust agent, and the
    gateway worker (``gateway run --role gateway``: default agents.yaml, encryption,
    disclosure records, log before disclose); events/s from the first event processed
@@ -33,6 +35,7 @@ from typing import Any
 
 import orjson
 
+from gateway.bench import core as core_bench
 from gateway.bench.infra import (
     Deployment,
     GatewayWorker,
@@ -41,14 +44,13 @@ from gateway.bench.infra import (
     Workspace,
     event_items,
     fill_topic,
-    free_port,
     proc_cpu_seconds,
     proc_memory,
     read_to_end,
 )
 from gateway.bench.latency import measure as measure_latency
 from gateway.bench.verify import expected, verify
-from gateway.broker import EmbeddedBroker
+from gateway.broker import EmbeddedBroker, free_port
 from gateway.samples import random_events
 from gateway.stream.app import changelog_topic
 from gateway.topics import ensure_topics
@@ -77,8 +79,10 @@ class Options:
     rss_last: int = 1_000_000
     rss_customers: int = 10_000
     skip_million: bool = False
+    core_events: int = 20_000
     diagnostics: bool = True  # faust's own per-event cost (faust-noop), bare-batch
-    phases: tuple[str, ...] = ("throughput", "latency", "scaling", "scaleout", "memory")
+    phases: tuple[str, ...] = ("core", "throughput", "latency", "scaling", "scaleout",
+                               "memory")
     workdir: Path | None = None
 
     @classmethod
@@ -86,8 +90,8 @@ class Options:
         """A smoke run (CI): every phase's machinery, tiny inputs, under a minute."""
         return cls(events=4_000, per_event_events=1_000, customers=300, latency_seconds=3.0,
                    latency_sweep=(), sizes=(), agent_counts=(), scale_events=0, rss_first=2_000,
-                   rss_last=0, skip_million=True, diagnostics=False,
-                   phases=("throughput", "latency", "memory"))
+                   rss_last=0, skip_million=True, diagnostics=False, core_events=2_000,
+                   phases=("core", "throughput", "latency", "memory"))
 
 
 @dataclass
@@ -172,6 +176,18 @@ class Bench:
         return {"events": count, "bytes": size, "avg_event_bytes": size / max(count, 1)}
 
     # --- phases -----------------------------------------------------------------------
+
+    def core(self) -> None:
+        o = self.opts
+        self.log(f"core: Pipeline.process over {o.core_events} events in this process, "
+                 "no Kafka")
+        dep = self.ws.deployment("core", input_topic=INPUT, partitions=o.partitions)
+        raws = [v for _, v in event_items(random_events(o.core_events, seed=o.seed,
+                                                        customers=o.customers))]
+        r = core_bench.measure(dep.core, raws)
+        self.results["core"] = r
+        self.log(f"  {r['events_per_s']:.0f} events/s; "
+                 + ", ".join(f"{k} {v:.0f} µs" for k, v in r["us_per_event"].items()))
 
     def throughput(self) -> None:
         o = self.opts

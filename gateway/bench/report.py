@@ -62,6 +62,18 @@ def _rate(x: float) -> str:
 
 
 def render(r: dict[str, Any], console: Console) -> None:
+    c = r.get("core")
+    if c:
+        tab = Table(title=f"Core alone (Pipeline.process, no Kafka, one core), µs per event; "
+                          f"{c['decisions_per_event']:.2f} decisions and "
+                          f"{c['messages_per_event']:.2f} sealed messages per event")
+        us = c["us_per_event"]
+        cols = ("parse", "decide", "seal", "other", "process", "record_json")
+        for col in (*cols, "events/s", "bound"):
+            tab.add_column(col, justify="right")
+        tab.add_row(*(f"{us[k]:.0f}" for k in cols), _rate(c["events_per_s"]),
+                    _rate(c["bound_events_per_s"]))
+        console.print(tab)
     t = r.get("throughput")
     if t:
         tab = Table(title=f"Throughput, {r['input']['events']:,} events of "

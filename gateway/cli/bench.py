@@ -11,7 +11,7 @@ import click
 
 from gateway.cli.common import console
 
-PHASES = ("throughput", "latency", "scaling", "scaleout", "memory")
+PHASES = ("core", "throughput", "latency", "scaling", "scaleout", "memory")
 
 
 @click.command("bench")
