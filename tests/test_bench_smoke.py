@@ -126,6 +126,12 @@ def test_bench_quick_run_writes_sane_results(tmp_path: Path) -> None:
     lat = r["latency"]
     assert lat["messages"] > 0
     assert 0 < lat["to_agent_topic_ms"]["p50"] <= lat["to_agent_topic_ms"]["p99"]
+    # The worker's own phase timings came through its metrics.
+    assert lat["batches"]["batches"] > 0 and lat["batches"]["decide_ms"] > 0
+    assert lat["batches"]["log_ms"] > 0 and lat["batches"]["disclose_ms"] > 0
+    core = r["core"]
+    assert core["events_per_s"] > 0 and core["decisions_per_event"] > 0
+    assert all(v >= 0 for v in core["us_per_event"].values())
     assert r["memory"]["rss_at_end"] > 0
     assert {row["target"].split(" ")[0] for row in r["targets"]} >= {"gateway", "p99", "RSS"}
     assert "Targets" in res.output and "gateway worker" in res.output

@@ -110,6 +110,28 @@ def test_consent_changes_in_the_stream_alter_later_decisions(env: Env) -> None:
                      ("evt-consent-0005", "disclosed", None)]
 
 
+def test_small_batches_decide_as_the_offline_core(
+        broker, topic_prefix: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # Batches of 3 and few customers: a subject's consent state is carried from batch to
+    # batch hundreds of times (through the store, after each batch's changelog write).
+    env = Env.create(tmp_path, broker.bootstrap, topic_prefix, batch_max=3)
+    lines = [orjson.dumps(e) for e in random_events(900, seed=11, customers=12)]
+    want = {r.record_id: r for out in env.expected(lines) for r in out.records}
+    assert sum(1 for x in lines if b'"consent.changed"' in x) > 30
+    with Worker(env) as w:
+        publish(env, lines)
+        w.wait_processed(len(lines), timeout=120)
+        records = env.records()
+    assert {r.record_id for r in records} == set(want)
+    assert len(records) == len(want)  # no crash, so no duplicates either
+    for r in records:
+        w_r = want[r.record_id]
+        assert (r.outcome, r.reason, r.purposes, r.consent, r.paths_sent, r.paths_removed,
+                r.paths_transformed) == (w_r.outcome, w_r.reason, w_r.purposes, w_r.consent,
+                                         w_r.paths_sent, w_r.paths_removed,
+                                         w_r.paths_transformed), r.record_id
+
+
 def test_bad_input_is_dead_lettered_and_the_worker_stays_up(env: Env) -> None:
     order = next(e for e in scenario() if e["event_type"] == "order.placed")
     wrong = orjson.loads(orjson.dumps(order))

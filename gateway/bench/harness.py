@@ -256,18 +256,24 @@ class Bench:
             asyncio.run(fill_topic(self.ws.bootstrap, topic, iter(warm)))
             w.track(len(warm), 120)
             cpu0, broker0 = w.cpu_seconds(), proc_cpu_seconds(self.broker.pid)
+            before = w.metrics()
             t0 = time.monotonic()
             got = asyncio.run(measure_latency(self.ws.bootstrap, topic, dep.agent_topics(),
                                               events, rate))
             span = time.monotonic() - t0
+            got["batches"] = _batch_phases(before, w.metrics())
             got["worker_cpu_share"] = (w.cpu_seconds() - cpu0) / span
             got["broker_cpu_share"] = (proc_cpu_seconds(self.broker.pid) - broker0) / span
             w.track(len(warm) + count, 120)
         finally:
             w.stop()
         got["fraction_of_max"] = fraction
+        b = got["batches"]
         self.log(f"  p50/p95/p99 {_ms(got['to_agent_topic_ms'])} ms publish->agent topic "
-                 f"({got['messages']} messages)")
+                 f"({got['messages']} messages); {b['batches']:.0f} batches of "
+                 f"{b['events_per_batch']:.0f} events, each {b['batch_ms']:.1f} ms: decide "
+                 f"{b['decide_ms']:.1f}, log {b['log_ms']:.1f}, disclose "
+                 f"{b['disclose_ms']:.1f}, changelog {b['changelog_ms']:.1f}")
         return got
 
     def scaling(self) -> None:
@@ -528,6 +534,23 @@ def _wait_settled(workers: list[GatewayWorker], partitions: int, timeout: float)
         if time.monotonic() > deadline:
             raise RuntimeError(f"the group did not settle: {held}")
         time.sleep(0.25)
+
+
+def _batch_phases(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Batches during a latency run, from the worker's own metrics: how many, events per
+    batch, and the mean milliseconds per batch in each phase and in all."""
+    def delta(name: str) -> float:
+        return after.get(name, 0.0) - before.get(name, 0.0)
+
+    batches = delta("gateway_batch_seconds_count")
+    out = {"batches": batches,
+           "events_per_batch": delta("gateway_batch_events_sum") / batches if batches else 0.0,
+           "batch_ms": 1000 * delta("gateway_batch_seconds_sum") / batches if batches else 0.0}
+    for phase in ("decide", "log", "disclose", "changelog"):
+        n = delta(f"gateway_batch_phase_seconds_count{{phase={phase}}}")
+        total = delta(f"gateway_batch_phase_seconds_sum{{phase={phase}}}")
+        out[f"{phase}_ms"] = 1000 * total / n if n else 0.0
+    return out
 
 
 def _ms(p: dict[str, float]) -> str:

@@ -254,6 +254,25 @@ class GatewayWorker(Process):
         except OSError:
             return None
 
+    def metrics(self) -> dict[str, float]:
+        """The worker's Prometheus samples, by name and labels (``name{k=v}``)."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics",
+                                        timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return {}
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())
+                                  if k != "le")
+                if "le" not in s.labels:
+                    out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+        return out
+
     def processed(self) -> int:
         return int((self.health() or {}).get("processed", 0))
 

@@ -61,6 +61,14 @@ def _rate(x: float) -> str:
     return f"{x:,.0f}"
 
 
+def _batch_cells(b: dict[str, float] | None) -> tuple[str, str]:
+    if not b:
+        return "", ""
+    phases = "/".join(f"{b[f'{p}_ms']:.1f}" for p in ("decide", "log", "disclose",
+                                                        "changelog"))
+    return f"{b['events_per_batch']:.0f}", f"{b['batch_ms']:.1f} ({phases})"
+
+
 def render(r: dict[str, Any], console: Console) -> None:
     c = r.get("core")
     if c:
@@ -98,7 +106,8 @@ def render(r: dict[str, Any], console: Console) -> None:
         tab = Table(title="Latency, publish -> agent topic (ms; 'released': until the "
                           "gateway's producer took the message)")
         for col in ("load", "events/s", "messages", "p50", "p95", "p99", "max",
-                    "released p99", "worker CPU", "broker CPU"):
+                    "released p99", "worker CPU", "broker CPU", "events/batch",
+                    "batch ms (decide/log/disclose/changelog)"):
             tab.add_column(col, justify="right")
         for row in r.get("latency_sweep") or [lat]:
             p = row["to_agent_topic_ms"]
@@ -107,7 +116,8 @@ def render(r: dict[str, Any], console: Console) -> None:
                         *(f"{p[k]:.1f}" for k in ("p50", "p95", "p99", "p100")),
                         f"{row['to_release_ms']['p99']:.1f}",
                         f"{row.get('worker_cpu_share', math.nan):.0%}",
-                        f"{row.get('broker_cpu_share', math.nan):.0%}")
+                        f"{row.get('broker_cpu_share', math.nan):.0%}",
+                        *_batch_cells(row.get("batches")))
         console.print(tab)
     mem = r.get("memory")
     if mem:

@@ -389,7 +389,9 @@ async def _process_batch(app: faust.App, settings: Settings, messages: Sequence[
     metrics.EVENTS_IN.inc(len(messages))
     partitions = [m.partition for m in messages]
     generations = {p: consent.generation(p) for p in set(partitions)}
+    decide_started = loop.time()
     result = processor.decide([m.value for m in messages], partitions, consent.get)
+    metrics.BATCH_PHASE_SECONDS.labels("decide").observe(loop.time() - decide_started)
     await processor.release(result)
     # Consent changes go to the changelog only now that the outputs they shaped are
     # acknowledged, each to the partition of the event that caused it (co-partitioning),
@@ -400,6 +402,7 @@ async def _process_batch(app: faust.App, settings: Settings, messages: Sequence[
     writes = [(partitions[idx], customer_id, orjson.dumps(value.to_dict()), value)
               for customer_id, (value, idx) in result.changes.items()]
     if writes:
+        changelog_started = loop.time()
         topic = changelog_topic(settings)
         marked = sorted({p for p, _, _, _ in writes})
         await _send_retrying(
@@ -407,6 +410,8 @@ async def _process_batch(app: faust.App, settings: Settings, messages: Sequence[
             [(topic, cid.encode(), raw, None) for _, cid, raw, _ in writes]
             + [(topic, OFFSET_KEY.encode(), offset_marker(last[p]), None) for p in marked],
             [p for p, _, _, _ in writes] + marked)
+        metrics.BATCH_PHASE_SECONDS.labels("changelog").observe(
+            loop.time() - changelog_started)
     # A partition revoked or restored while the batch was out: the state here is gone or
     # was re-read from the changelog. Its events stay unacknowledged for whoever holds
     # the partition now, who skips them by the marker if this batch's writes made it.

@@ -162,10 +162,17 @@ class BatchProcessor:
         released = [(m.topic, m.key, m.value, [("disclosure_id", m.disclosure_id.encode())])
                     for m in messages]
         first, second = (released, logged) if self.release_before_log else (logged, released)
+        names = ("disclose", "log") if self.release_before_log else ("log", "disclose")
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
         await self._send_all(first)  # normally the log: durable before disclosure
+        t1 = loop.time()
         if self.phase_delay:
             await asyncio.sleep(self.phase_delay)
+        t2 = loop.time()
         await self._send_all(second)
+        metrics.BATCH_PHASE_SECONDS.labels(names[0]).observe(t1 - t0)
+        metrics.BATCH_PHASE_SECONDS.labels(names[1]).observe(loop.time() - t2)
         self._count(records, messages, dead)
 
     @staticmethod

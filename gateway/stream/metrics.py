@@ -23,6 +23,12 @@ SEND_RETRIES = Counter("gateway_send_retries_total", "Batch output retries (brok
 BATCH_SECONDS = Histogram("gateway_batch_seconds", "Time to process and release one batch",
                           buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
                                    1, 2.5, 5, 10), registry=REGISTRY)
+BATCH_PHASE_SECONDS = Histogram(
+    "gateway_batch_phase_seconds", "Time one batch spends in each phase: decide (CPU), log "
+    "(records acknowledged), disclose (agent messages acknowledged), changelog (consent "
+    "state acknowledged)", ["phase"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=REGISTRY)
 BATCH_SIZE = Histogram("gateway_batch_events", "Events per batch",
                        buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2000), registry=REGISTRY)
 LAG = Gauge("gateway_input_lag", "Input events not yet processed, per partition",
