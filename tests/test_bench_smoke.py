@@ -121,6 +121,8 @@ def test_bench_quick_run_writes_sane_results(tmp_path: Path) -> None:
     t = r["throughput"]
     for name in ("bare", "faust_per_event", "gateway"):
         assert t[name]["events_per_s"] > 0 and t[name]["peak_rss"] > 0, name
+    assert t["gateway"]["us_per_event"]["decide"] > 0
+    assert t["gateway"]["us_per_event"]["batch"] >= t["gateway"]["us_per_event"]["decide"]
     assert t["ratio_vs_bare"] == pytest.approx(
         t["gateway"]["events_per_s"] / t["bare"]["events_per_s"])
     lat = r["latency"]

@@ -152,14 +152,22 @@ class Bench:
                     marks["t0"] = t
                     cpu0, broker0 = w.cpu_seconds(), proc_cpu_seconds(self.broker.pid)
 
+            before = w.metrics()
             prog = w.track(events, self._timeout(events), on_sample=sample)
             span = prog.samples[-1][0] - marks.get("t0", prog.samples[-1][0])
+            batches = _batch_phases(before, w.metrics())
             mem = w.memory()
             got = {"events": events, "events_per_s": prog.rate(), "seconds": span,
                    "peak_rss": mem.get("peak_rss", 0), "rss": mem.get("rss", 0),
                    "worker_cpu_share": (w.cpu_seconds() - cpu0) / span if span else 0.0,
                    "broker_cpu_share": ((proc_cpu_seconds(self.broker.pid) - broker0) / span
-                                        if span else 0.0)}
+                                        if span else 0.0),
+                   # The worker's own account: per event, how long each batch phase took.
+                   "batches": batches,
+                   "us_per_event": {
+                       phase: 1000 * batches[f"{phase}_ms"] / batches["events_per_batch"]
+                       if batches["events_per_batch"] else 0.0
+                       for phase in ("batch", "decide", "log", "disclose", "changelog")}}
         finally:
             w.stop()
         return got
@@ -214,7 +222,10 @@ class Bench:
         self.log("  gateway worker ...")
         dep = self.ws.deployment("gateway", input_topic=INPUT, partitions=o.partitions)
         r["gateway"] = self._gateway(dep, o.events)
-        self.log(f"    {r['gateway']['events_per_s']:.0f} events/s")
+        us = r["gateway"]["us_per_event"]
+        self.log(f"    {r['gateway']['events_per_s']:.0f} events/s; per event in batches of "
+                 f"{r['gateway']['batches']['events_per_batch']:.0f}: "
+                 + ", ".join(f"{k} {v:.0f} µs" for k, v in us.items()))
         g = r["gateway"]["events_per_s"]
         r["ratio_vs_bare"] = g / r["bare"]["events_per_s"]
         r["ratio_vs_faust_per_event"] = g / r["faust_per_event"]["events_per_s"]
