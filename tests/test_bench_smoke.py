@@ -131,6 +131,9 @@ def test_bench_quick_run_writes_sane_results(tmp_path: Path) -> None:
     # The worker's own phase timings came through its metrics.
     assert lat["batches"]["batches"] > 0 and lat["batches"]["decide_ms"] > 0
     assert lat["batches"]["log_ms"] > 0 and lat["batches"]["disclose_ms"] > 0
+    b = r["broker"]
+    assert 0 < b["produce_ack_ms"]["p50"] <= b["produce_ack_ms"]["p99"]
+    assert [row["fetch_max_wait_ms"] for row in b["fetch_wait"]] == [5, 10, 25, 100]
     core = r["core"]
     assert core["events_per_s"] > 0 and core["decisions_per_event"] > 0
     assert all(v >= 0 for v in core["us_per_event"].values())

@@ -6,6 +6,7 @@ fresh on its own topics and consumer group, reading the same pre-filled input fr
 beginning):
 
 0. core -- ``Pipeline.process`` alone, no Kafka: the bound on one worker, per stage;
+   broker -- the broker's own produce round trip and fetch delay, no gateway;
 1. throughput -- the bare aiokafka loop (ceiling), the per-event faust agent, and the
    gateway worker (``gateway run --role gateway``: default agents.yaml, encryption,
    disclosure records, log before disclose); events/s from the first event processed
@@ -48,6 +49,7 @@ from gateway.bench.infra import (
     proc_memory,
     read_to_end,
 )
+from gateway.bench.latency import broker_floor
 from gateway.bench.latency import measure as measure_latency
 from gateway.bench.verify import expected, verify
 from gateway.broker import EmbeddedBroker, free_port
@@ -81,8 +83,8 @@ class Options:
     skip_million: bool = False
     core_events: int = 20_000
     diagnostics: bool = True  # faust's own per-event cost (faust-noop), bare-batch
-    phases: tuple[str, ...] = ("core", "throughput", "latency", "scaling", "scaleout",
-                               "memory")
+    phases: tuple[str, ...] = ("core", "broker", "throughput", "latency", "scaling",
+                               "scaleout", "memory")
     workdir: Path | None = None
 
     @classmethod
@@ -91,7 +93,7 @@ class Options:
         return cls(events=4_000, per_event_events=1_000, customers=300, latency_seconds=3.0,
                    latency_sweep=(), sizes=(), agent_counts=(), scale_events=0, rss_first=2_000,
                    rss_last=0, skip_million=True, diagnostics=False, core_events=2_000,
-                   phases=("core", "throughput", "latency", "memory"))
+                   phases=("core", "broker", "throughput", "latency", "memory"))
 
 
 @dataclass
@@ -150,7 +152,7 @@ class Bench:
                 nonlocal cpu0, broker0
                 if n and "t0" not in marks:
                     marks["t0"] = t
-                    cpu0, broker0 = w.cpu_seconds(), proc_cpu_seconds(self.broker.pid)
+                    cpu0, broker0 = w.cpu_seconds(), proc_cpu_seconds(self.embedded.pid)
 
             before = w.metrics()
             prog = w.track(events, self._timeout(events), on_sample=sample)
@@ -160,7 +162,7 @@ class Bench:
             got = {"events": events, "events_per_s": prog.rate(), "seconds": span,
                    "peak_rss": mem.get("peak_rss", 0), "rss": mem.get("rss", 0),
                    "worker_cpu_share": (w.cpu_seconds() - cpu0) / span if span else 0.0,
-                   "broker_cpu_share": ((proc_cpu_seconds(self.broker.pid) - broker0) / span
+                   "broker_cpu_share": ((proc_cpu_seconds(self.embedded.pid) - broker0) / span
                                         if span else 0.0),
                    # The worker's own account: per event, how long each batch phase took.
                    "batches": batches,
@@ -196,6 +198,19 @@ class Bench:
         self.results["core"] = r
         self.log(f"  {r['events_per_s']:.0f} events/s; "
                  + ", ".join(f"{k} {v:.0f} µs" for k, v in r["us_per_event"].items()))
+
+    def broker(self) -> None:
+        """What the embedded broker adds by itself: see latency.broker_floor."""
+        self.log("broker: produce round trip and fetch delay on an idle topic, no gateway")
+        topic = "bench.broker-probe"
+        ensure_topics(self.ws.bootstrap, {topic: self.opts.partitions})
+        r = asyncio.run(broker_floor(self.ws.bootstrap, topic))
+        self.results["broker"] = r
+        self.log(f"  produce acks=all p50/p99 {r['produce_ack_ms']['p50']:.1f}/"
+                 f"{r['produce_ack_ms']['p99']:.1f} ms; send->consumed p50/p99 by "
+                 "fetch_max_wait_ms: " + ", ".join(
+                     f"{row['fetch_max_wait_ms']}: {row['send_to_consumed_ms']['p50']:.1f}/"
+                     f"{row['send_to_consumed_ms']['p99']:.1f}" for row in r["fetch_wait"]))
 
     def throughput(self) -> None:
         o = self.opts
@@ -266,7 +281,7 @@ class Bench:
                                                   customers=o.customers)))
             asyncio.run(fill_topic(self.ws.bootstrap, topic, iter(warm)))
             w.track(len(warm), 120)
-            cpu0, broker0 = w.cpu_seconds(), proc_cpu_seconds(self.broker.pid)
+            cpu0, broker0 = w.cpu_seconds(), proc_cpu_seconds(self.embedded.pid)
             before = w.metrics()
             t0 = time.monotonic()
             got = asyncio.run(measure_latency(self.ws.bootstrap, topic, dep.agent_topics(),
@@ -274,7 +289,7 @@ class Bench:
             span = time.monotonic() - t0
             got["batches"] = _batch_phases(before, w.metrics())
             got["worker_cpu_share"] = (w.cpu_seconds() - cpu0) / span
-            got["broker_cpu_share"] = (proc_cpu_seconds(self.broker.pid) - broker0) / span
+            got["broker_cpu_share"] = (proc_cpu_seconds(self.embedded.pid) - broker0) / span
             w.track(len(warm) + count, 120)
         finally:
             w.stop()
@@ -492,7 +507,7 @@ class Bench:
             "rss_at_first": at_first, "rss_at_end": mem.get("rss", 0),
             "max_rss_after_first": max(after), "peak_rss": mem.get("peak_rss", 0),
             "growth_after_first": max(after) / at_first - 1 if at_first else 0.0,
-            "broker_rss_at_end": proc_memory(self.broker.pid).get("rss", 0),
+            "broker_rss_at_end": proc_memory(self.embedded.pid).get("rss", 0),
             "events_per_s": prog.rate(), "seconds": time.monotonic() - started,
             "samples": samples[:: max(1, len(samples) // 200)]}
         m = self.results["memory"]
@@ -507,7 +522,7 @@ class Bench:
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="gateway-bench-",
                                          dir=o.workdir) as tmp, EmbeddedBroker() as broker:
-            self.broker = broker
+            self.embedded = broker
             self.ws = Workspace(Path(tmp), broker.bootstrap)
             self.results["machine"] = {
                 "cpus": os.cpu_count(), "python": platform.python_version(),

@@ -125,3 +125,64 @@ async def measure(bootstrap: str, input_topic: str, agent_topics: Sequence[str],
         "to_agent_topic_ms": percentiles(to_topic),
         "to_release_ms": percentiles(to_release),
     }
+
+
+async def broker_floor(bootstrap: str, topic: str, *, waits: Sequence[int] = (5, 10, 25, 100),
+                       count: int = 100, gap: float = 0.013) -> dict[str, Any]:
+    """What the broker alone adds, with no gateway in between: the acks=all produce round
+    trip (one message at a time), and send -> consumed on an idle topic for consumers with
+    each ``fetch_max_wait_ms`` in ``waits`` (one message every ``gap`` seconds, so the
+    consumer is waiting on an empty fetch when each arrives). Milliseconds."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=0,
+                                **AIOKAFKA_PRODUCER_DEFAULTS)
+    await producer.start()
+    out: dict[str, Any] = {}
+    try:
+        rtt = []
+        for i in range(2 * count):
+            t = time.perf_counter()
+            await (await producer.send(topic, b"x" * 500, key=str(i).encode()))
+            rtt.append((time.perf_counter() - t) * 1000)
+        out["produce_ack_ms"] = percentiles(rtt)
+        out["fetch_wait"] = []
+        for wait in waits:
+            consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None,
+                                        enable_auto_commit=False, fetch_max_wait_ms=wait)
+            await consumer.start()
+            try:
+                await consumer.topics()
+                tps = [TopicPartition(topic, p)
+                       for p in sorted(consumer.partitions_for_topic(topic) or ())]
+                consumer.assign(tps)
+                await consumer.seek_to_end(*tps)
+                for tp in tps:
+                    await consumer.position(tp)
+                sent: dict[bytes, float] = {}
+                seen: list[float] = []
+                reader = asyncio.create_task(_read_probes(consumer, sent, seen, count))
+                await asyncio.sleep(0.5)  # the reader is parked on an empty fetch
+                for i in range(count):
+                    value = f"probe-{wait}-{i}".encode()
+                    sent[value] = time.perf_counter()
+                    await (await producer.send(topic, value, key=value))
+                    await asyncio.sleep(gap)
+                await asyncio.wait_for(reader, 30)
+            finally:
+                await consumer.stop()
+            out["fetch_wait"].append({"fetch_max_wait_ms": wait,
+                                      "send_to_consumed_ms": percentiles(seen)})
+    finally:
+        await producer.stop()
+    return out
+
+
+async def _read_probes(consumer: AIOKafkaConsumer, sent: dict[bytes, float],
+                       seen: list[float], count: int) -> None:
+    while len(seen) < count:
+        batch = await consumer.getmany(timeout_ms=1000)
+        now = time.perf_counter()
+        for records in batch.values():
+            for r in records:
+                t0 = sent.get(r.value)
+                if t0 is not None:
+                    seen.append((now - t0) * 1000)

@@ -82,6 +82,18 @@ def render(r: dict[str, Any], console: Console) -> None:
         tab.add_row(*(f"{us[k]:.0f}" for k in cols), _rate(c["events_per_s"]),
                     _rate(c["bound_events_per_s"]))
         console.print(tab)
+    b = r.get("broker")
+    if b:
+        tab = Table(title="The broker alone, no gateway (ms): acks=all produce round trip, "
+                          "and send -> consumed on an idle topic by fetch_max_wait_ms")
+        for col in ("measure", "p50", "p95", "p99"):
+            tab.add_column(col, justify="left" if col == "measure" else "right")
+        rows = [("produce, acks=all", b["produce_ack_ms"])] + [
+            (f"send -> consumed, fetch_max_wait_ms={row['fetch_max_wait_ms']}",
+             row["send_to_consumed_ms"]) for row in b["fetch_wait"]]
+        for name, p in rows:
+            tab.add_row(name, *(f"{p[k]:.1f}" for k in ("p50", "p95", "p99")))
+        console.print(tab)
     t = r.get("throughput")
     if t:
         tab = Table(title=f"Throughput, {r['input']['events']:,} events of "

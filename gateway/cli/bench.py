@@ -11,7 +11,7 @@ import click
 
 from gateway.cli.common import console
 
-PHASES = ("core", "throughput", "latency", "scaling", "scaleout", "memory")
+PHASES = ("core", "broker", "throughput", "latency", "scaling", "scaleout", "memory")
 
 
 @click.command("bench")
@@ -20,7 +20,8 @@ PHASES = ("core", "throughput", "latency", "scaling", "scaleout", "memory")
 @click.option("--per-event-events", type=int, default=None,
               help="How many of them the (slow) per-event faust agent reads [20000].")
 @click.option("--quick", is_flag=True,
-              help="A smoke run: tiny inputs; core, throughput, latency and memory only (<1 min).")
+              help="A smoke run: tiny inputs; core, broker, throughput, latency, memory "
+                   "(<1 min).")
 @click.option("--skip-million", is_flag=True,
               help="Memory phase: stop at the first checkpoint (100k) instead of 1M events.")
 @click.option("--phases", default=None,
