@@ -9,6 +9,11 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# What sets one deployment apart from another on the same broker and machine.
+DEPLOYMENT_FIELDS = ("policy_path", "keys_dir", "bootstrap_servers", "input_topic",
+                     "disclosure_topic", "dead_letter_topic", "app_id", "partitions",
+                     "web_port", "ledger_url", "batch_max")
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -63,6 +68,13 @@ class Settings(BaseSettings):
     review_port: int = 8080
     reviewer_user: str | None = None
     reviewer_password: SecretStr | None = None
+
+    def as_env(self, names: tuple[str, ...] | None = None) -> dict[str, str]:
+        """``GATEWAY_<NAME>`` variables that make a subprocess (a worker started by the
+        tests or the bench) load these same values; ``names`` defaults to what one
+        isolated deployment on a shared broker needs."""
+        return {f"GATEWAY_{name.upper()}": str(getattr(self, name))
+                for name in (names or DEPLOYMENT_FIELDS)}
 
     @cached_property
     def signing_key_path(self) -> Path:

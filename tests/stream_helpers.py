@@ -53,16 +53,7 @@ class Env:
         return cls(settings, policy, build_core(settings, policy), tmp)
 
     def env(self) -> dict[str, str]:
-        s = self.settings
-        return {**os.environ, "GATEWAY_POLICY_PATH": str(s.policy_path),
-                "GATEWAY_KEYS_DIR": str(s.keys_dir),
-                "GATEWAY_BOOTSTRAP_SERVERS": s.bootstrap_servers,
-                "GATEWAY_INPUT_TOPIC": s.input_topic,
-                "GATEWAY_DISCLOSURE_TOPIC": s.disclosure_topic,
-                "GATEWAY_DEAD_LETTER_TOPIC": s.dead_letter_topic,
-                "GATEWAY_APP_ID": s.app_id, "GATEWAY_PARTITIONS": str(s.partitions),
-                "GATEWAY_WEB_PORT": str(s.web_port), "GATEWAY_LEDGER_URL": s.ledger_url,
-                "GATEWAY_BATCH_MAX": str(s.batch_max)}
+        return {**os.environ, **self.settings.as_env()}
 
     def expected(self, lines: list[bytes]) -> list[Outcome]:
         """What the offline core decides for these lines, in order (per-customer order is

@@ -110,17 +110,7 @@ class Deployment:
         return build_core(self.settings, self.policy)
 
     def env(self) -> dict[str, str]:
-        s = self.settings
-        return {**os.environ, "GATEWAY_POLICY_PATH": str(s.policy_path),
-                "GATEWAY_KEYS_DIR": str(s.keys_dir),
-                "GATEWAY_BOOTSTRAP_SERVERS": s.bootstrap_servers,
-                "GATEWAY_INPUT_TOPIC": s.input_topic,
-                "GATEWAY_DISCLOSURE_TOPIC": s.disclosure_topic,
-                "GATEWAY_DEAD_LETTER_TOPIC": s.dead_letter_topic,
-                "GATEWAY_APP_ID": s.app_id, "GATEWAY_PARTITIONS": str(s.partitions),
-                "GATEWAY_WEB_PORT": str(s.web_port), "GATEWAY_LEDGER_URL": s.ledger_url,
-                "GATEWAY_BATCH_MAX": str(s.batch_max),
-                "GATEWAY_BATCH_LINGER_MS": str(s.batch_linger_ms)}
+        return {**os.environ, **self.settings.as_env()}
 
     def ensure_topics(self) -> None:
         ensure_topics(self.settings.bootstrap_servers, required_topics(self.settings, self.core))
