@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,109 +70,106 @@ def _batch_cells(b: dict[str, float] | None) -> tuple[str, str]:
     return f"{b['events_per_batch']:.0f}", f"{b['batch_ms']:.1f} ({phases})"
 
 
+def _table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], *,
+           left: int = 0) -> Table:
+    """A table whose first ``left`` columns are text (left-aligned), the rest figures."""
+    tab = Table(title=title)
+    for i, col in enumerate(columns):
+        tab.add_column(col, justify="left" if i < left else "right")
+    for row in rows:
+        tab.add_row(*row)
+    return tab
+
+
 def render(r: dict[str, Any], console: Console) -> None:
     c = r.get("core")
     if c:
-        tab = Table(title=f"Core alone (Pipeline.process, no Kafka, one core), µs per event; "
-                          f"{c['decisions_per_event']:.2f} decisions and "
-                          f"{c['messages_per_event']:.2f} sealed messages per event")
         us = c["us_per_event"]
         cols = ("parse", "decide", "seal", "other", "process", "record_json")
-        for col in (*cols, "events/s", "bound"):
-            tab.add_column(col, justify="right")
-        tab.add_row(*(f"{us[k]:.0f}" for k in cols), _rate(c["events_per_s"]),
-                    _rate(c["bound_events_per_s"]))
-        console.print(tab)
+        console.print(_table(
+            f"Core alone (Pipeline.process, no Kafka, one core), µs per event; "
+            f"{c['decisions_per_event']:.2f} decisions and "
+            f"{c['messages_per_event']:.2f} sealed messages per event",
+            (*cols, "events/s", "bound"),
+            [(*(f"{us[k]:.0f}" for k in cols), _rate(c["events_per_s"]),
+              _rate(c["bound_events_per_s"]))]))
     b = r.get("broker")
     if b:
-        tab = Table(title="The broker alone, no gateway (ms): acks=all produce round trip, "
-                          "and send -> consumed on an idle topic by fetch_max_wait_ms")
-        for col in ("measure", "p50", "p95", "p99"):
-            tab.add_column(col, justify="left" if col == "measure" else "right")
-        rows = [("produce, acks=all", b["produce_ack_ms"])] + [
+        measures = [("produce, acks=all", b["produce_ack_ms"])] + [
             (f"send -> consumed, fetch_max_wait_ms={row['fetch_max_wait_ms']}",
              row["send_to_consumed_ms"]) for row in b["fetch_wait"]]
-        for name, p in rows:
-            tab.add_row(name, *(f"{p[k]:.1f}" for k in ("p50", "p95", "p99")))
-        console.print(tab)
+        console.print(_table(
+            "The broker alone, no gateway (ms): acks=all produce round trip, "
+            "and send -> consumed on an idle topic by fetch_max_wait_ms",
+            ("measure", "p50", "p95", "p99"),
+            [(name, *(f"{p[k]:.1f}" for k in ("p50", "p95", "p99"))) for name, p in measures],
+            left=1))
     t = r.get("throughput")
     if t:
-        tab = Table(title=f"Throughput, {r['input']['events']:,} events of "
-                          f"{r['input']['avg_event_bytes']:.0f} B on average "
-                          f"({r['machine']['cpus']} CPUs)")
-        for col in ("program", "events/s", "gateway is", "peak RSS"):
-            tab.add_column(col, justify="left" if col == "program" else "right")
         g = t["gateway"]["events_per_s"]
-        rows = [("bare aiokafka loop (ceiling)", t["bare"]),
-                ("bare loop, hand-built batches (context)", t.get("bare_batch")),
-                ("faust noack_take, no work (context)", t.get("faust_noop")),
-                ("per-event faust agent", t["faust_per_event"]),
-                ("gateway worker", t["gateway"])]
-        for name, row in rows:
-            if row is None:
-                continue
-            ratio = "" if row is t["gateway"] else f"{g / row['events_per_s']:.2f} x"
-            tab.add_row(name, _rate(row["events_per_s"]), ratio, _mib(row["peak_rss"]))
-        console.print(tab)
+        programs = [("bare aiokafka loop (ceiling)", t["bare"]),
+                    ("bare loop, hand-built batches (context)", t.get("bare_batch")),
+                    ("faust noack_take, no work (context)", t.get("faust_noop")),
+                    ("per-event faust agent", t["faust_per_event"]),
+                    ("gateway worker", t["gateway"])]
+        console.print(_table(
+            f"Throughput, {r['input']['events']:,} events of "
+            f"{r['input']['avg_event_bytes']:.0f} B on average ({r['machine']['cpus']} CPUs)",
+            ("program", "events/s", "gateway is", "peak RSS"),
+            [(name, _rate(row["events_per_s"]),
+              "" if row is t["gateway"] else f"{g / row['events_per_s']:.2f} x",
+              _mib(row["peak_rss"])) for name, row in programs if row is not None],
+            left=1))
     lat = r.get("latency")
     if lat:
-        tab = Table(title="Latency, publish -> agent topic (ms; 'released': until the "
-                          "gateway's producer took the message)")
-        for col in ("load", "events/s", "messages", "p50", "p95", "p99", "max",
-                    "released p99", "worker CPU", "broker CPU", "events/batch",
-                    "batch ms (decide/log/disclose/changelog)"):
-            tab.add_column(col, justify="right")
+        rows = []
         for row in r.get("latency_sweep") or [lat]:
             p = row["to_agent_topic_ms"]
-            tab.add_row(f"{row['fraction_of_max']:g} x max", _rate(row["rate"]),
-                        f"{row['messages']:,}",
-                        *(f"{p[k]:.1f}" for k in ("p50", "p95", "p99", "p100")),
-                        f"{row['to_release_ms']['p99']:.1f}",
-                        f"{row.get('worker_cpu_share', math.nan):.0%}",
-                        f"{row.get('broker_cpu_share', math.nan):.0%}",
-                        *_batch_cells(row.get("batches")))
-        console.print(tab)
+            rows.append((f"{row['fraction_of_max']:g} x max", _rate(row["rate"]),
+                         f"{row['messages']:,}",
+                         *(f"{p[k]:.1f}" for k in ("p50", "p95", "p99", "p100")),
+                         f"{row['to_release_ms']['p99']:.1f}",
+                         f"{row.get('worker_cpu_share', math.nan):.0%}",
+                         f"{row.get('broker_cpu_share', math.nan):.0%}",
+                         *_batch_cells(row.get("batches"))))
+        console.print(_table(
+            "Latency, publish -> agent topic (ms; 'released': until the gateway's producer "
+            "took the message)",
+            ("load", "events/s", "messages", "p50", "p95", "p99", "max", "released p99",
+             "worker CPU", "broker CPU", "events/batch",
+             "batch ms (decide/log/disclose/changelog)"), rows))
     mem = r.get("memory")
     if mem:
-        tab = Table(title=f"Worker memory over {mem['events']:,} events "
-                          f"({mem['customers']:,} customers)")
-        for col in (f"RSS at {mem['first_checkpoint']:,}", f"RSS at {mem['events']:,}",
-                    "max after first", "growth", "peak RSS", "events/s", "time"):
-            tab.add_column(col, justify="right")
-        tab.add_row(_mib(mem["rss_at_first"]), _mib(mem["rss_at_end"]),
-                    _mib(mem["max_rss_after_first"]), f"{mem['growth_after_first']:+.1%}",
-                    _mib(mem["peak_rss"]), _rate(mem["events_per_s"]),
-                    f"{mem['seconds']:.0f} s")
-        console.print(tab)
+        console.print(_table(
+            f"Worker memory over {mem['events']:,} events ({mem['customers']:,} customers)",
+            (f"RSS at {mem['first_checkpoint']:,}", f"RSS at {mem['events']:,}",
+             "max after first", "growth", "peak RSS", "events/s", "time"),
+            [(_mib(mem["rss_at_first"]), _mib(mem["rss_at_end"]),
+              _mib(mem["max_rss_after_first"]), f"{mem['growth_after_first']:+.1%}",
+              _mib(mem["peak_rss"]), _rate(mem["events_per_s"]), f"{mem['seconds']:.0f} s")]))
     sc = r.get("scaling")
     if sc and sc["size"]:
-        tab = Table(title="Gateway throughput by event size")
-        for col in ("avg event", "gateway events/s", "gateway MB/s", "bare events/s",
-                    "gateway / bare"):
-            tab.add_column(col, justify="right")
-        for row in sc["size"]:
-            tab.add_row(f"{row['avg_event_bytes']:,.0f} B", _rate(row["gateway_events_per_s"]),
-                        f"{row['gateway_mb_per_s']:.2f}", _rate(row["bare_events_per_s"]),
-                        f"{row['ratio_vs_bare']:.2f}")
-        console.print(tab)
+        console.print(_table(
+            "Gateway throughput by event size",
+            ("avg event", "gateway events/s", "gateway MB/s", "bare events/s",
+             "gateway / bare"),
+            [(f"{row['avg_event_bytes']:,.0f} B", _rate(row["gateway_events_per_s"]),
+              f"{row['gateway_mb_per_s']:.2f}", _rate(row["bare_events_per_s"]),
+              f"{row['ratio_vs_bare']:.2f}") for row in sc["size"]]))
     if sc and sc["agents"]:
-        tab = Table(title="Gateway throughput by number of agents")
-        for col in ("agents", "decisions/event", "messages/event", "events/s",
-                    "decisions/s"):
-            tab.add_column(col, justify="right")
-        for row in sc["agents"]:
-            tab.add_row(str(row["agents"]), f"{row['decisions_per_event']:.2f}",
-                        f"{row['messages_per_event']:.2f}",
-                        _rate(row["gateway_events_per_s"]), _rate(row["decisions_per_s"]))
-        console.print(tab)
+        console.print(_table(
+            "Gateway throughput by number of agents",
+            ("agents", "decisions/event", "messages/event", "events/s", "decisions/s"),
+            [(str(row["agents"]), f"{row['decisions_per_event']:.2f}",
+              f"{row['messages_per_event']:.2f}", _rate(row["gateway_events_per_s"]),
+              _rate(row["decisions_per_s"])) for row in sc["agents"]]))
     so = r.get("scaleout")
     if so:
-        tab = Table(title=f"Scale-out on {so['partitions']} partitions")
-        for col in ("workers", "events/s", "x one worker"):
-            tab.add_column(col, justify="right")
-        tab.add_row("1", _rate(so["one_worker"]["events_per_s"]), "1.00")
-        tab.add_row("2", _rate(so["two_workers"]["events_per_s"]), f"{so['speedup']:.2f}")
-        console.print(tab)
+        console.print(_table(
+            f"Scale-out on {so['partitions']} partitions",
+            ("workers", "events/s", "x one worker"),
+            [("1", _rate(so["one_worker"]["events_per_s"]), "1.00"),
+             ("2", _rate(so["two_workers"]["events_per_s"]), f"{so['speedup']:.2f}")]))
         rb = so["rebalance"]
         console.print(
             f"Across rebalances ({'; '.join(rb['timeline'])}): "
@@ -181,14 +179,12 @@ def render(r: dict[str, Any], console: Console) -> None:
             f"record, {rb['messages_missing']} missing), {rb['subjects_checked']:,} consent "
             f"states ({rb['consent_mismatched']} differing): "
             + ("[green]correct[/green]" if rb["correct"] else "[red]NOT correct[/red]"))
-    tab = Table(title="Targets (issue 5)")
-    for col in ("target", "measured", "met"):
-        tab.add_column(col)
-    for row in targets(r):
-        met = ("[green]yes[/green]" if row["met"] else "[red]no[/red]"
-               ) if row["met"] is not None else "not measured (short run)"
-        tab.add_row(row["target"], row["measured"], met)
-    console.print(tab)
+    console.print(_table(
+        "Targets (issue 5)", ("target", "measured", "met"),
+        [(row["target"], row["measured"],
+          (("[green]yes[/green]" if row["met"] else "[red]no[/red]")
+           if row["met"] is not None else "not measured (short run)"))
+         for row in targets(r)], left=3))
     m = r["machine"]
     load = "/".join(f"{x:.1f}" for x in m.get("load_average_at_start", ()))
     console.print(f"Whole run: {r['wall_seconds']:.0f} s on {m['cpus']} CPUs, Python "
