@@ -39,7 +39,6 @@ class Settings(BaseSettings):
     app_id: str = "disclosure-gateway"
     max_event_bytes: int = Field(256 * 1024, ge=1024)
     batch_max: int = Field(500, ge=1, description="Events processed per batch at most.")
-    batch_linger_ms: int = Field(5, ge=0)
 
     # --- test switches (never set in production) --------------------------------------
     unsafe_release_before_log: bool = Field(
