@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.broker import EmbeddedBroker
+from gateway.dev.broker import EmbeddedBroker
 
 # Kafka topic names allow [a-zA-Z0-9._-] and at most 249 characters; test ids contain
 # brackets and more, and the prefix must leave room for the names tests append.

@@ -12,13 +12,14 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.agent_reader import AgentReader
 from gateway.consent import ConsentState
-from gateway.keys import agent_key_paths
-from gateway.pipeline import Outcome
+from gateway.dev.samples import scenario
+from gateway.keys import demo_agent_private_key
+from gateway.pipeline import EventResult
 from gateway.policy import Policy, load_policy
+from gateway.records import DecisionRecord
 from gateway.runtime import Core, build_core, ensure_demo_keys
-from gateway.samples import scenario
+from gateway.sdk.reader import AgentReader
 from gateway.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -34,8 +35,11 @@ def policy() -> Policy:
 @pytest.fixture(scope="session")
 def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     d = tmp_path_factory.mktemp("gw")
-    return Settings(policy_path=ROOT / "agents.yaml", keys_dir=d / "keys",
-                    ledger_url=f"sqlite:///{d / 'ledger.db'}")
+    return Settings(
+        policy_path=ROOT / "agents.yaml",
+        keys_dir=d / "keys",
+        ledger_url=f"sqlite:///{d / 'ledger.db'}",
+    )
 
 
 @pytest.fixture(scope="session")
@@ -46,13 +50,17 @@ def core(settings: Settings, policy: Policy) -> Core:
 
 @pytest.fixture(scope="session")
 def readers(core: Core, settings: Settings) -> dict[str, AgentReader]:
-    return {name: AgentReader(name, agent_key_paths(settings.keys_dir, name).private,
-                              settings.signing_public_key_path)
-            for name in core.policy.agents}
+    return {
+        name: AgentReader(
+            name, demo_agent_private_key(settings.keys_dir, name), settings.signing_public_key_path
+        )
+        for name in core.policy.agents
+    }
 
 
-def event(etype: str, data: dict[str, Any], *, customer: str = "C-1", stype: str = "consumer",
-          n: int = 0) -> dict[str, Any]:
+def event(
+    etype: str, data: dict[str, Any], *, customer: str = "C-1", stype: str = "consumer", n: int = 0
+) -> dict[str, Any]:
     return {
         # Event ids are operational data sent to agents: never build them from PI.
         "event_id": f"evt-{etype}-{n:04d}-{hashlib.sha256(customer.encode()).hexdigest()[:8]}",
@@ -74,28 +82,37 @@ def sample() -> dict[str, dict[str, Any]]:
 
 
 class Run:
-    """Drive the pipeline over events with one consent-state dict, and open what agents got."""
+    """Drive the offline core over events with one consent-state dict, as the replay does
+    (a subject's erasure request answered at once with the notices built from the records
+    made so far), and open what agents got."""
 
     def __init__(self, core: Core, readers: dict[str, AgentReader]):
         self.core = core
         self.readers = readers
         self.states: dict[str, ConsentState] = {}
-        self.outcomes: list[Outcome] = []
+        self.outcomes: list[EventResult] = []
+        self.log: list[DecisionRecord] = []
 
-    def send(self, ev: dict[str, Any] | bytes) -> Outcome:
+    def send(self, ev: dict[str, Any] | bytes) -> EventResult:
         raw = ev if isinstance(ev, bytes) else orjson.dumps(ev)
-        out = self.core.pipeline.process(raw, self.states)
+        out = self.core.pipeline.process(raw, self.states, verify=False)
+        self.log.extend(out.records)
+        if out.erasure_request is not None:
+            notices = self.core.pipeline.erasure_outputs(out.erasure_request, self.log)
+            self.log.extend(notices.records)
+            out.records.extend(notices.records)
+            out.messages.extend(notices.messages)
         self.outcomes.append(out)
         return out
 
-    def received(self, out: Outcome, agent: str) -> dict[str, Any] | None:
+    def received(self, out: EventResult, agent: str) -> dict[str, Any] | None:
         """The decrypted payload ``agent`` got from ``out``, or None."""
         for m in out.messages:
             if m.agent == agent:
-                return self.readers[agent].opener.open(m.value).json()  # type: ignore[no-any-return]
+                return self.readers[agent].opener.open(m.value).json()
         return None
 
-    def record(self, out: Outcome, agent: str) -> Any:
+    def record(self, out: EventResult, agent: str) -> Any:
         (rec,) = [r for r in out.records if r.agent == agent]
         return rec
 

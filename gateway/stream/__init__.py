@@ -1,6 +1,14 @@
 """The stream worker: the policy core on Kafka, with faust.
 
-``batch`` holds the at-least-once, log-before-disclose batch logic (testable without
-faust); ``app`` wires it into a faust app with the consent table; ``metrics`` holds the
-Prometheus metrics; ``worker`` starts it all (``gateway run``).
+* :mod:`~gateway.stream.protocol` -- the at-least-once batch protocol (decide, log,
+  disclose, changelog, acknowledge), over small interfaces; no faust in it.
+* :mod:`~gateway.stream.sender` -- sending a batch's outputs until the broker acknowledged
+  them (the one retry loop), on faust's aiokafka producer.
+* :mod:`~gateway.stream.consent_store` -- the consent table and its changelog.
+* :mod:`~gateway.stream.lane` -- faust's consumer with a batch lane: the input topic a
+  fetched batch at a time into the protocol.
+* :mod:`~gateway.stream.ledger_sink` -- the disclosure topic into the disclosure log store.
+* :mod:`~gateway.stream.app` -- the faust app with its health and metrics pages.
+* :mod:`~gateway.stream.metrics` -- the Prometheus metrics.
+* :mod:`~gateway.stream.worker` -- starting it all (``gateway run``).
 """

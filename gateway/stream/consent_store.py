@@ -22,14 +22,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import NamedTuple
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gateway.consent import ConsentState
+from gateway.settings import Settings
 
 log = logging.getLogger("gateway.stream")
+
+
+def changelog_topic(settings: Settings) -> str:
+    """The consent table's changelog topic of this deployment."""
+    return f"{settings.app_id}-consent-changelog"
+
 
 # The changelog key of the per-partition progress marker: '#' is not allowed in a customer
 # id (schemas: ^[A-Za-z0-9_.:-]+$), so it cannot collide with a subject.
@@ -40,11 +48,25 @@ def offset_marker(offset: int) -> bytes:
     return orjson.dumps({"input_offset": offset})
 
 
+class Restored(NamedTuple):
+    """What a changelog read found for some partitions."""
+
+    # Per partition: each subject's latest state as written (JSON bytes).
+    states: dict[int, dict[str, bytes | ConsentState]]
+    # Per partition: the last input offset whose effects those states hold (the marker).
+    applied: dict[int, int]
+
+
+# Reads the changelog partitions given, to their end.
+ReadChangelog = Callable[[list[int]], Awaitable[Restored]]
+
+
 class ConsentStore:
-    def __init__(self, bootstrap_servers: str, changelog_topic: str, *, quiet: float = 0.5):
-        self.bootstrap = bootstrap_servers
-        self.topic = changelog_topic
-        self.quiet = quiet
+    """The consent table of the partitions this worker holds, restored through
+    ``read_changelog`` when a partition is assigned."""
+
+    def __init__(self, read_changelog: ReadChangelog):
+        self._read = read_changelog
         # A subject's state as read from the changelog (bytes), replaced by the parsed
         # state on first use: parsed once, not once per event.
         self._parts: dict[int, dict[str, bytes | ConsentState]] = {}
@@ -69,11 +91,11 @@ class ConsentStore:
         state = part[customer_id] = ConsentState.from_dict(orjson.loads(got))
         return state
 
-    def set_local(self, partition: int, customer_id: str, value: bytes,
-                  state: ConsentState | None = None) -> None:
+    def set_local(
+        self, partition: int, customer_id: str, value: bytes, state: ConsentState | None = None
+    ) -> None:
         """Record a state written to the changelog (``state``: the same, parsed)."""
-        self._parts.setdefault(partition, {})[customer_id] = (
-            state if state is not None else value)
+        self._parts.setdefault(partition, {})[customer_id] = state if state is not None else value
 
     def size(self) -> int:
         return sum(len(p) for p in self._parts.values())
@@ -104,10 +126,6 @@ class ConsentStore:
         """Is the state of every one of ``partitions`` restored?"""
         return all(self._event(p).is_set() for p in set(partitions))
 
-    async def wait_ready(self, partitions: Iterable[int]) -> None:
-        for p in set(partitions):
-            await self._event(p).wait()
-
     def revoke(self, partitions: Iterable[int]) -> None:
         for p in partitions:
             self._parts.pop(p, None)
@@ -128,13 +146,27 @@ class ConsentStore:
             self._applied[p] = applied.get(p, -1)
             self._bump(p)
             self._event(p).set()
-        log.info("consent state restored for partitions %s (%d subjects)", parts,
-                 sum(len(v) for v in loaded.values()))
+        log.info(
+            "consent state restored for partitions %s (%d subjects)",
+            parts,
+            sum(len(v) for v in loaded.values()),
+        )
 
-    async def _read(self, parts: list[int]
-                    ) -> tuple[dict[int, dict[str, bytes | ConsentState]], dict[int, int]]:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap.split(","),
-                                    enable_auto_commit=False, group_id=None)
+
+class KafkaChangelog:
+    """Reads changelog partitions of ``topic`` to their end: by fetching until the broker
+    has had nothing more for ``quiet`` seconds after the reported end offsets are
+    reached (ListOffsets alone under-reports on some brokers)."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, *, quiet: float = 0.5):
+        self.bootstrap = bootstrap_servers
+        self.topic = topic
+        self.quiet = quiet
+
+    async def read(self, parts: list[int]) -> Restored:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap.split(","), enable_auto_commit=False, group_id=None
+        )
         await consumer.start()
         try:
             tps = [TopicPartition(self.topic, p) for p in parts]
@@ -154,8 +186,7 @@ class ConsentStore:
                         key = m.key.decode()
                         if key == OFFSET_KEY:
                             if m.value is not None:
-                                applied[tp.partition] = int(
-                                    orjson.loads(m.value)["input_offset"])
+                                applied[tp.partition] = int(orjson.loads(m.value)["input_offset"])
                             continue
                         if m.value is None:  # a tombstone
                             out[tp.partition].pop(key, None)
@@ -166,6 +197,6 @@ class ConsentStore:
                 positions = [await consumer.position(tp) for tp in tps]
                 reached = all(pos >= end[tp] for pos, tp in zip(positions, tps, strict=True))
                 if reached and loop.time() - last_data >= self.quiet:
-                    return out, applied
+                    return Restored(out, applied)
         finally:
             await consumer.stop()

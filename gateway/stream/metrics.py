@@ -8,36 +8,71 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 EVENTS_IN = Counter("gateway_events_in_total", "Input events read", registry=REGISTRY)
-EVENTS_DONE = Counter("gateway_events_processed_total", "Input events fully processed "
-                      "(outputs acknowledged, offset released)", registry=REGISTRY)
-MESSAGES_OUT = Counter("gateway_agent_messages_total", "Sealed messages released to agents",
-                       ["agent", "kind"], registry=REGISTRY)
-WITHHELD = Counter("gateway_withheld_total", "Decisions that withheld an event from an agent",
-                   ["agent", "reason"], registry=REGISTRY)
-DEAD_LETTERS = Counter("gateway_dead_letters_total", "Events dead-lettered", ["reason"],
-                       registry=REGISTRY)
-RECORDS = Counter("gateway_records_total", "Decision records written to the disclosure topic",
-                  registry=REGISTRY)
-SEND_RETRIES = Counter("gateway_send_retries_total", "Batch output retries (broker trouble)",
-                       registry=REGISTRY)
-BATCH_SECONDS = Histogram("gateway_batch_seconds", "Time to process and release one batch",
-                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                                   1, 2.5, 5, 10), registry=REGISTRY)
+EVENTS_DONE = Counter(
+    "gateway_events_processed_total",
+    "Input events fully processed (outputs acknowledged, input acknowledged)",
+    registry=REGISTRY,
+)
+MESSAGES_OUT = Counter(
+    "gateway_agent_messages_total",
+    "Sealed messages disclosed to agents",
+    ["agent", "kind"],
+    registry=REGISTRY,
+)
+WITHHELD = Counter(
+    "gateway_withheld_total",
+    "Decisions that withheld an event from an agent",
+    ["agent", "reason"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Counter(
+    "gateway_dead_letters_total", "Events dead-lettered", ["reason"], registry=REGISTRY
+)
+RECORDS = Counter(
+    "gateway_records_total", "Decision records written to the disclosure topic", registry=REGISTRY
+)
+SEND_RETRIES = Counter(
+    "gateway_send_retries_total", "Batch output retries (broker trouble)", registry=REGISTRY
+)
+BATCH_SECONDS = Histogram(
+    "gateway_batch_seconds",
+    "Time to process and acknowledge one batch",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+    registry=REGISTRY,
+)
 BATCH_PHASE_SECONDS = Histogram(
-    "gateway_batch_phase_seconds", "Time one batch spends in each phase: decide (CPU), log "
+    "gateway_batch_phase_seconds",
+    "Time one batch spends in each phase: decide (CPU), log "
     "(records acknowledged), disclose (agent messages acknowledged), changelog (consent "
-    "state acknowledged)", ["phase"],
+    "state acknowledged)",
+    ["phase"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-    registry=REGISTRY)
-BATCH_SIZE = Histogram("gateway_batch_events", "Events per batch",
-                       buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2000), registry=REGISTRY)
-LAG = Gauge("gateway_input_lag", "Input events not yet processed, per partition",
-            ["partition"], registry=REGISTRY)
-LEDGER_APPENDED = Counter("gateway_ledger_records_appended_total",
-                          "Records appended to the disclosure log store", registry=REGISTRY)
-LEDGER_MALFORMED = Counter("gateway_ledger_malformed_total",
-                           "Messages on the disclosure topic that are not records (skipped)",
-                           registry=REGISTRY)
-LEDGER_DUPLICATES = Counter("gateway_ledger_duplicates_total",
-                            "Records already in the store (replays after a restart)",
-                            registry=REGISTRY)
+    registry=REGISTRY,
+)
+BATCH_SIZE = Histogram(
+    "gateway_batch_events",
+    "Events per batch",
+    buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2000),
+    registry=REGISTRY,
+)
+LAG = Gauge(
+    "gateway_input_lag",
+    "Input events not yet processed, per partition",
+    ["partition"],
+    registry=REGISTRY,
+)
+LEDGER_APPENDED = Counter(
+    "gateway_ledger_records_appended_total",
+    "Records appended to the disclosure log store",
+    registry=REGISTRY,
+)
+LEDGER_MALFORMED = Counter(
+    "gateway_ledger_malformed_total",
+    "Messages on the disclosure topic that are not records (skipped)",
+    registry=REGISTRY,
+)
+LEDGER_DUPLICATES = Counter(
+    "gateway_ledger_duplicates_total",
+    "Records already in the store (replays after a restart)",
+    registry=REGISTRY,
+)

@@ -4,14 +4,16 @@ create the topics with the intended partitions, then run the faust app until sto
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 import faust
 
+from gateway.kafka.admin import ensure_topics, wait_for_broker
 from gateway.runtime import Core, build_core
 from gateway.settings import Settings
-from gateway.stream.app import changelog_topic, create_app
-from gateway.topics import ensure_topics, wait_for_broker
+from gateway.stream.app import create_app
+from gateway.stream.consent_store import changelog_topic
+from gateway.stream.protocol import BatchProtocol
 
 Role = Literal["all", "gateway", "ledger"]
 
@@ -20,8 +22,12 @@ log = logging.getLogger("gateway.stream")
 
 def required_topics(settings: Settings, core: Core | None) -> dict[str, int]:
     n = settings.partitions
-    topics = {settings.input_topic: n, settings.disclosure_topic: n,
-              settings.dead_letter_topic: n, changelog_topic(settings): n}
+    topics = {
+        settings.input_topic: n,
+        settings.disclosure_topic: n,
+        settings.dead_letter_topic: n,
+        changelog_topic(settings): n,
+    }
     if core is not None:
         for agent in core.policy.agents.values():
             topics[agent.topic] = n
@@ -34,21 +40,40 @@ def prepare(settings: Settings, role: Role = "all") -> tuple[Core | None, dict[s
     core = build_core(settings) if role in ("all", "gateway") else None
     if not settings.bootstrap_servers:
         from gateway.errors import ConfigError
-        raise ConfigError("no Kafka broker configured: set GATEWAY_BOOTSTRAP_SERVERS="
-                          "host:port (or run `gateway demo` for an embedded one)")
+
+        raise ConfigError(
+            "no Kafka broker configured: set GATEWAY_BOOTSTRAP_SERVERS="
+            "host:port (or run `gateway demo` for an embedded one)"
+        )
     wait_for_broker(settings.bootstrap_servers, timeout=120)
     topics = required_topics(settings, core)
     # The consent changelog keeps only each subject's latest state (compaction).
-    ensure_topics(settings.bootstrap_servers, topics, settings.replication_factor,
-                  configs={changelog_topic(settings): {"cleanup.policy": "compact"}})
+    ensure_topics(
+        settings.bootstrap_servers,
+        topics,
+        settings.replication_factor,
+        configs={changelog_topic(settings): {"cleanup.policy": "compact"}},
+    )
     return core, topics
 
 
-def run(settings: Settings, role: Role = "all", loglevel: str = "info") -> None:
+def run(
+    settings: Settings,
+    role: Role = "all",
+    loglevel: str = "info",
+    *,
+    protocol: type[BatchProtocol[Any]] = BatchProtocol,
+) -> None:
+    """Start a worker and run it until it is stopped. ``protocol``: the batch protocol
+    class (tests substitute a deliberately faulty one)."""
     core, topics = prepare(settings, role)
-    app = create_app(settings, core, gateway=role in ("all", "gateway"),
-                     ledger=role in ("all", "ledger"))
-    log.info("starting %s worker on %s (%d topics)", role, settings.bootstrap_servers,
-             len(topics))
+    app = create_app(
+        settings,
+        core,
+        gateway=role in ("all", "gateway"),
+        ledger=role in ("all", "ledger"),
+        protocol=protocol,
+    )
+    log.info("starting %s worker on %s (%d topics)", role, settings.bootstrap_servers, len(topics))
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=True)
     worker.execute_from_commandline()

@@ -1,0 +1,76 @@
+"""`gateway bench` cannot rot: a short run of the real harness (sane numbers and JSON, no
+timing thresholds). The hot-path shortcuts are checked against what they replace in the
+core's own tests (tests/test_records.py, tests/test_engine.py)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+
+from gateway.dev.bench import report
+from gateway.dev.bench.infra import policy_text
+from gateway.dev.bench.latency import percentiles
+from gateway.policy import parse_policy
+
+
+@pytest.mark.parametrize("agents", [1, 3, 5, 8])
+def test_policy_variants_load(agents: int) -> None:
+    policy = parse_policy(policy_text("bench-x", agents))
+    assert len(policy.agents) == agents
+    assert len({a.topic for a in policy.agents.values()}) == agents
+    assert all(a.topic.startswith("bench-x.agent.") for a in policy.agents.values())
+
+
+def test_percentiles() -> None:
+    p = percentiles([float(x) for x in range(1, 101)])
+    assert (p["p50"], p["p95"], p["p99"], p["p100"]) == (50.0, 95.0, 99.0, 100.0)
+    assert math.isnan(percentiles([])["p99"])
+
+
+# --- the harness itself, briefly, on the embedded broker ------------------------------------
+
+
+@pytest.mark.broker
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_bench_quick_run_writes_sane_results(tmp_path: Path) -> None:
+    from gateway.cli.bench import bench_cmd
+
+    out = tmp_path / "results.json"
+    res = CliRunner().invoke(
+        bench_cmd, ["--quick", "--out", str(out), "--workdir", str(tmp_path / "work")]
+    )
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    r = orjson.loads(out.read_bytes())
+    t = r["throughput"]
+    for name in ("bare", "faust_per_event", "gateway"):
+        assert t[name]["events_per_s"] > 0 and t[name]["peak_rss"] > 0, name
+    assert t["gateway"]["us_per_event"]["decide"] > 0
+    assert t["gateway"]["us_per_event"]["batch"] >= t["gateway"]["us_per_event"]["decide"]
+    assert t["ratio_vs_bare"] == pytest.approx(
+        t["gateway"]["events_per_s"] / t["bare"]["events_per_s"]
+    )
+    lat = r["latency"]
+    assert lat["messages"] > 0
+    assert 0 < lat["to_agent_topic_ms"]["p50"] <= lat["to_agent_topic_ms"]["p99"]
+    # The worker's own phase timings came through its metrics.
+    assert lat["batches"]["batches"] > 0 and lat["batches"]["decide_ms"] > 0
+    assert lat["batches"]["log_ms"] > 0 and lat["batches"]["disclose_ms"] > 0
+    b = r["broker"]
+    assert 0 < b["produce_ack_ms"]["p50"] <= b["produce_ack_ms"]["p99"]
+    assert [row["fetch_max_wait_ms"] for row in b["fetch_wait"]] == [5, 10, 25, 100]
+    core = r["core"]
+    assert core["events_per_s"] > 0 and core["decisions_per_event"] > 0
+    assert all(v >= 0 for v in core["us_per_event"].values())
+    assert r["memory"]["rss_at_end"] > 0
+    assert {row["target"].split(" ")[0] for row in r["targets"]} >= {"gateway", "p99", "RSS"}
+    assert "Targets" in res.output and "gateway worker" in res.output
+    # The table renders from the file alone, too.
+    with (tmp_path / "table.txt").open("w") as fh:
+        report.render(r, Console(file=fh, width=160))
+    assert "Targets" in (tmp_path / "table.txt").read_text()

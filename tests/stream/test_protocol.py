@@ -1,0 +1,418 @@
+"""The batch protocol driven without faust or a broker: a fake input consumer, a fake broker
+behind the real retry loop, a consent store restored from a fake changelog, and the real
+policy core deciding. Every effect is written to one list, in the order it happens, and
+the tests read the order from it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.consent import ConsentState
+from gateway.dev.samples import scenario
+from gateway.records import DecisionRecord
+from gateway.runtime import Core
+from gateway.stream import metrics
+from gateway.stream.consent_store import OFFSET_KEY, ConsentStore, Restored
+from gateway.stream.protocol import BatchProtocol, Item
+from gateway.stream.sender import send_acknowledged
+from tests.stream.faulty_worker import faulty_protocol
+
+DISCLOSURES = "t.disclosures"
+DEAD = "t.dead"
+CHANGELOG = "t.consent-changelog"
+
+# Each customer's events go to one input partition, as keyed Kafka messages would.
+PARTITION = {
+    "C-1001": 0,
+    "C-1002": 0,
+    "C-1004": 0,
+    "C-1003": 1,
+    "B-2001": 1,
+    "B-2002": 1,
+    "C-1005": 1,
+}
+
+
+@dataclass(frozen=True)
+class Msg:
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+def scenario_messages() -> list[Msg]:
+    """The bundled scenario as input messages: offsets counted per partition."""
+    next_offset = {0: 0, 1: 0}
+    out = []
+    for e in scenario():
+        p = PARTITION[e["subject"]["customer_id"]]
+        out.append(Msg(p, next_offset[p], orjson.dumps(e)))
+        next_offset[p] += 1
+    return out
+
+
+def kind(topic: str) -> str:
+    """Which step an output belongs to, by its topic."""
+    if topic in (DISCLOSURES, DEAD):
+        return "log"
+    if topic == CHANGELOG:
+        return "changelog"
+    return "disclose"
+
+
+@dataclass
+class Sent:
+    kind: str
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None
+
+
+class FakeConsumer:
+    def __init__(self, effects: list[tuple[Any, ...]], assigned: set[int]):
+        self.effects = effects
+        self.assigned = assigned
+
+    def assigned_partitions(self) -> set[int]:
+        return set(self.assigned)
+
+    def acknowledge(self, message: Msg) -> None:
+        self.effects.append(("ack", message.partition, message.offset))
+
+
+@dataclass
+class FakeBroker:
+    """Takes sends for the real retry loop (:func:`send_acknowledged`): an item is
+    ``sent`` when an attempt carries it and ``acked`` when the broker acknowledges it.
+    ``refuse[kind]`` attempts of a kind are refused (every item of them, or every other
+    one with ``refuse_half``); ``before`` runs before each attempt."""
+
+    effects: list[tuple[Any, ...]]
+    refuse: dict[str, int] = field(default_factory=dict)
+    refuse_half: bool = False
+    before: Callable[[str], Awaitable[None]] | None = None
+    acked: list[Sent] = field(default_factory=list)
+
+    async def attempt(
+        self, items: Sequence[Item], partitions: Sequence[int] | None = None
+    ) -> list[BaseException | None]:
+        k = kind(items[0][0])
+        if self.before is not None:
+            await self.before(k)
+        refusing = self.refuse.get(k, 0) > 0
+        if refusing:
+            self.refuse[k] -= 1
+        results: list[BaseException | None] = []
+        carried = []
+        for i, (topic, key, value, _headers) in enumerate(items):
+            sent = Sent(kind(topic), topic, key, value, partitions[i] if partitions else None)
+            carried.append(sent)
+            self.effects.append(("sent", sent.kind, sent))
+            refused = refusing and (not self.refuse_half or i % 2 == 0)
+            results.append(TimeoutError("no acknowledgement") if refused else None)
+        await asyncio.sleep(0)  # the acknowledgements arrive later
+        for sent, r in zip(carried, results, strict=True):
+            if r is None:
+                self.effects.append(("acked", sent.kind, sent))
+                self.acked.append(sent)
+        return results
+
+
+class FakeSender:
+    def __init__(self, broker: FakeBroker):
+        self.broker = broker
+
+    async def send(
+        self, items: Sequence[Item], partitions: Sequence[int] | None = None, *, what: str
+    ) -> None:
+        await send_acknowledged(
+            self.broker.attempt, items, partitions, what=what, first_delay=0.001
+        )
+
+
+class Harness:
+    def __init__(
+        self,
+        core: Core,
+        *,
+        assigned: set[int] | None = None,
+        applied: dict[int, int] | None = None,
+        states: dict[int, dict[str, bytes | ConsentState]] | None = None,
+        protocol: type[BatchProtocol[Any]] = BatchProtocol,
+    ):
+        self.effects: list[tuple[Any, ...]] = []
+        self.applied = applied or {}
+        self.states = states or {}
+        self.consumer = FakeConsumer(self.effects, assigned if assigned is not None else {0, 1})
+        self.broker = FakeBroker(self.effects)
+        self.consent = ConsentStore(self.read_changelog)
+        self.decided: list[bytes] = []
+        self.protocol = protocol(
+            core.pipeline,
+            self.consumer,
+            self.consent,
+            FakeSender(self.broker),
+            disclosure_topic=DISCLOSURES,
+            dead_letter_topic=DEAD,
+            changelog_topic=CHANGELOG,
+        )
+
+    async def read_changelog(self, partitions: list[int]) -> Restored:
+        return Restored(
+            {p: dict(self.states.get(p, {})) for p in partitions},
+            {p: self.applied[p] for p in partitions if p in self.applied},
+        )
+
+    async def process(
+        self, messages: Sequence[Msg], *, restore: Sequence[int] = (0, 1)
+    ) -> list[Msg]:
+        await self.consent.restore(restore)
+        return await self.protocol.process(messages)
+
+    def run(self, messages: Sequence[Msg], **kwargs: Any) -> list[Msg]:
+        # Bounded: a protocol waiting for a partition it will never get fails here.
+        return asyncio.run(asyncio.wait_for(self.process(messages, **kwargs), 10))
+
+    # --- reading the effects ---------------------------------------------------------------
+
+    def index(self, what: str, k: str | None = None, *, last: bool = False) -> int:
+        found = [i for i, e in enumerate(self.effects) if e[0] == what and (k is None or e[1] == k)]
+        assert found, f"no {what} {k or ''} in the effects"
+        return found[-1] if last else found[0]
+
+    def acks(self) -> list[tuple[int, int]]:
+        return [(e[1], e[2]) for e in self.effects if e[0] == "ack"]
+
+    def records(self) -> list[DecisionRecord]:
+        return [
+            DecisionRecord.from_json(s.value) for s in self.broker.acked if s.topic == DISCLOSURES
+        ]
+
+
+def assert_protocol_order(h: Harness) -> None:
+    """Log acknowledged before any agent message is sent; changelog after every agent
+    message is acknowledged; input acknowledged after the changelog is."""
+    assert h.index("acked", "log", last=True) < h.index("sent", "disclose")
+    assert h.index("acked", "disclose", last=True) < h.index("sent", "changelog")
+    assert h.index("acked", "changelog", last=True) < h.index("ack")
+    assert all(e[0] == "ack" for e in h.effects[h.index("ack") :])
+
+
+def retries() -> float:
+    return metrics.REGISTRY.get_sample_value("gateway_send_retries_total") or 0.0
+
+
+# --- order of effects ------------------------------------------------------------------------
+
+
+def test_a_batch_logs_then_discloses_then_writes_the_changelog_then_acknowledges(
+    core: Core,
+) -> None:
+    h = Harness(core)
+    messages = scenario_messages()
+    done = h.run(messages)
+    assert done == messages
+    assert_protocol_order(h)
+    assert sorted(h.acks()) == sorted((m.partition, m.offset) for m in messages)
+    # What was sent is what the offline core decides for the same events.
+    states: dict[str, ConsentState] = {}
+    want = [core.pipeline.process(m.value or b"", states) for m in messages]
+    assert [r.record_id for r in h.records()] == [r.record_id for o in want for r in o.records]
+    disclosed = {s.value for s in h.broker.acked if s.kind == "disclose"}
+    assert len(disclosed) == sum(len(o.messages) for o in want) > 0
+
+
+def test_the_order_check_catches_disclosure_before_logging(core: Core) -> None:
+    # The faulty worker's protocol of the chaos test: the check above must fail on it.
+    h = Harness(core, protocol=faulty_protocol(disclose_before_log=True, pause=0))
+    h.run(scenario_messages())
+    with pytest.raises(AssertionError):
+        assert_protocol_order(h)
+
+
+def test_consent_changes_go_to_their_events_partition_then_the_applied_marker(
+    core: Core,
+) -> None:
+    h = Harness(core)
+    messages = scenario_messages()
+    h.run(messages)
+    changelog = [s for s in h.broker.acked if s.kind == "changelog"]
+    states = [s for s in changelog if s.key != OFFSET_KEY.encode()]
+    markers = [s for s in changelog if s.key == OFFSET_KEY.encode()]
+    assert {s.key.decode() for s in states if s.key} >= {"C-1002", "C-1003", "B-2001"}
+    for s in states:
+        assert s.key is not None and s.partition == PARTITION[s.key.decode()]
+    # Each partition's marker comes after its states and names its last offset.
+    last = {p: max(m.offset for m in messages if m.partition == p) for p in (0, 1)}
+    assert sorted((s.partition, orjson.loads(s.value)["input_offset"]) for s in markers) == [
+        (0, last[0]),
+        (1, last[1]),
+    ]
+    assert changelog.index(markers[0]) > max(changelog.index(s) for s in states)
+    # Taken into the table once acknowledged.
+    assert h.consent.applied(0) == last[0] and h.consent.applied(1) == last[1]
+    assert h.consent.get(0, "C-1002") is not None
+
+
+def test_no_consent_change_no_changelog(core: Core) -> None:
+    h = Harness(core)
+    h.run([Msg(0, 7, b"{not json")])  # dead-lettered: no state changes
+    assert [s.kind for s in h.broker.acked] == ["log"]
+    assert h.acks() == [(0, 7)]
+    assert h.consent.applied(0) == 7
+
+
+# --- retries -------------------------------------------------------------------------------
+
+
+def test_refused_sends_are_retried_until_acknowledged_and_the_order_holds(core: Core) -> None:
+    h = Harness(core)
+    h.broker.refuse = {"log": 2, "disclose": 3, "changelog": 1}
+    messages = scenario_messages()
+    before = retries()
+    h.run(messages)
+    assert retries() - before == 6
+    assert_protocol_order(h)
+    sent = [e[2] for e in h.effects if e[0] == "sent"]
+    assert {(s.topic, s.value) for s in sent} == {(s.topic, s.value) for s in h.broker.acked}
+    assert len(h.acks()) == len(messages)
+
+
+def test_only_the_unacknowledged_items_are_sent_again(core: Core) -> None:
+    h = Harness(core)
+    h.broker.refuse = {"log": 1}
+    h.broker.refuse_half = True
+    h.run(scenario_messages())
+    log_sends = [e[2] for e in h.effects if e[0] == "sent" and e[1] == "log"]
+    logged = [s for s in h.broker.acked if s.kind == "log"]
+    # The first attempt carried them all; the retry only the refused half.
+    assert len(log_sends) == len(logged) + (len(logged) + 1) // 2
+    assert len({s.value for s in logged}) == len(logged)
+    assert_protocol_order(h)
+
+
+def test_nothing_is_acknowledged_while_the_broker_refuses(core: Core) -> None:
+    async def scenario_run() -> tuple[list[tuple[int, int]], list[Msg]]:
+        h = Harness(core)
+        h.broker.refuse = {"disclose": 10_000}
+        task = asyncio.create_task(h.process(scenario_messages()))
+        await asyncio.sleep(0.3)
+        acks_meanwhile = h.acks()
+        assert not task.done()
+        h.broker.refuse = {}
+        return acks_meanwhile, await task
+
+    acks_meanwhile, done = asyncio.run(scenario_run())
+    assert acks_meanwhile == []
+    assert len(done) == len(scenario_messages())
+
+
+# --- rebalancing -----------------------------------------------------------------------------
+
+
+def test_a_partition_revoked_during_the_batch_is_not_acknowledged(core: Core) -> None:
+    h = Harness(core)
+
+    async def revoke_1(k: str) -> None:
+        if k == "disclose":
+            h.consent.revoke([1])
+
+    h.broker.before = revoke_1
+    messages = scenario_messages()
+    done = h.run(messages)
+    assert done == [m for m in messages if m.partition == 0]
+    assert sorted(h.acks()) == sorted((m.partition, m.offset) for m in done)
+    # Partition 1's state is gone with it, not re-created by the batch.
+    assert h.consent.applied(1) == -1 and h.consent.get(1, "C-1003") is None
+
+
+def test_a_partition_restored_during_the_batch_keeps_the_restored_state(core: Core) -> None:
+    h = Harness(core)
+    restored = ConsentState()
+
+    async def restore_1(k: str) -> None:
+        if k == "changelog":
+            h.states = {1: {"C-1003": orjson.dumps(restored.to_dict())}}
+            h.applied = {1: 2}
+            await h.consent.restore([1])
+
+    h.broker.before = restore_1
+    messages = scenario_messages()
+    done = h.run(messages)
+    assert {m.partition for m in done} == {0}
+    assert all(p == 0 for p, _ in h.acks())
+    assert h.consent.applied(1) == 2
+    assert h.consent.get(1, "C-1003") == restored
+
+
+def test_messages_of_a_partition_no_longer_assigned_are_left_alone(core: Core) -> None:
+    h = Harness(core, assigned={0})
+    messages = scenario_messages()
+    done = h.run(messages, restore=(0,))
+    assert done == [m for m in messages if m.partition == 0]
+    assert {p for p, _ in h.acks()} == {0}
+    customers = {r.subject_ref for r in h.records()}
+    assert customers == {core.pipeline.subject_ref(c) for c, p in PARTITION.items() if p == 0}
+
+
+def test_a_batch_waits_until_its_partitions_are_restored(core: Core) -> None:
+    async def scenario_run() -> tuple[list[tuple[Any, ...]], list[Msg]]:
+        h = Harness(core)
+        await h.consent.restore([0])
+        task = asyncio.create_task(h.protocol.process(scenario_messages()))
+        await asyncio.sleep(0.3)
+        meanwhile = list(h.effects)
+        assert not task.done()
+        await h.consent.restore([1])
+        return meanwhile, await asyncio.wait_for(task, 5)
+
+    meanwhile, done = asyncio.run(scenario_run())
+    assert meanwhile == []
+    assert len(done) == len(scenario_messages())
+
+
+# --- redelivery ----------------------------------------------------------------------------
+
+
+def test_events_at_or_below_the_applied_marker_are_acknowledged_not_decided(
+    core: Core,
+) -> None:
+    messages = scenario_messages()
+    h = Harness(core, applied={0: 4})
+    done = h.run(messages)
+    skipped = [m for m in messages if m.partition == 0 and m.offset <= 4]
+    assert len(skipped) == 5
+    assert done == [m for m in messages if m not in skipped]
+    # Acknowledged first, before anything else happened.
+    assert h.effects[: len(skipped)] == [("ack", 0, m.offset) for m in skipped]
+    decided = {r.event_id for r in h.records()}
+    assert decided
+    for m in skipped:
+        assert orjson.loads(m.value or b"")["event_id"] not in decided
+    assert h.protocol.stats["processed"] == len(messages)
+
+
+def test_a_batch_wholly_applied_sends_nothing(core: Core) -> None:
+    messages = [m for m in scenario_messages() if m.partition == 0]
+    h = Harness(core, applied={0: 100})
+    assert h.run(messages) == []
+    assert h.acks() == [(0, m.offset) for m in messages]
+    assert not [e for e in h.effects if e[0] != "ack"]
+
+
+# --- odd input -------------------------------------------------------------------------------
+
+
+def test_a_message_without_a_value_is_dead_lettered_not_a_crash(core: Core) -> None:
+    h = Harness(core)
+    assert h.run([Msg(0, 0, None)]) == [Msg(0, 0, None)]
+    (dead,) = [s for s in h.broker.acked if s.topic == DEAD]
+    assert orjson.loads(dead.value)["reason"] == "not_json"
+    assert h.acks() == [(0, 0)]
