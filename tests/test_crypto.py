@@ -1,4 +1,5 @@
-"""Sealing and opening agent messages (SPEC §6)."""
+"""Sealing and opening agent messages: round trips, the wire format, key rotation, and
+every way a message can be tampered with, re-targeted or forged."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from gateway import crypto, errors
+from gateway import errors
 from gateway.crypto import (
     AgentPrivateKey,
     AgentPublicKey,
@@ -21,8 +22,11 @@ from gateway.crypto import (
     SigningKey,
     VerifyKey,
     derive_key,
+    opening,
+    sealing,
     subject_ref,
 )
+from gateway.crypto.envelope import _unwrap_dek, _wrap_dek
 
 PAYLOAD = orjson.dumps({"order_id": "o-1", "ship_to": {"zip": "021", "city": "Boston"}})
 
@@ -53,8 +57,12 @@ def opener(gw: SigningKey, shipping_key: AgentPrivateKey) -> Opener:
 
 
 def _seal(sealer: Sealer, payload: bytes = PAYLOAD, n: int = 1, **kw: Any) -> bytes:
-    return sealer.seal(payload, event_id=kw.pop("event_id", f"evt-{n}"),
-                       disclosure_id=kw.pop("disclosure_id", f"dis-{n}"), **kw).message
+    return sealer.seal(
+        payload,
+        ref=kw.pop("ref", f"ref-{n}"),
+        disclosure_id=kw.pop("disclosure_id", f"dis-{n}"),
+        **kw,
+    ).message
 
 
 def _edit(message: bytes, part: str, **changes: Any) -> bytes:
@@ -71,33 +79,42 @@ def _edit(message: bytes, part: str, **changes: Any) -> bytes:
 
 
 def test_round_trip(sealer: Sealer, opener: Opener) -> None:
-    sealed = sealer.seal(PAYLOAD, event_id="evt-42", disclosure_id="dis-42")
+    sealed = sealer.seal(PAYLOAD, ref="ref-42", disclosure_id="dis-42")
     assert sealed.key_id == sealer.current_key_id
     opened = opener.open(sealed.message)
     assert opened.plaintext == PAYLOAD
     assert opened.json() == {"order_id": "o-1", "ship_to": {"zip": "021", "city": "Boston"}}
-    assert (opened.agent, opened.event_id, opened.disclosure_id, opened.key_id, opened.kind) \
-        == ("shipping", "evt-42", "dis-42", sealed.key_id, "disclosure")
+    assert (opened.agent, opened.ref, opened.disclosure_id, opened.key_id, opened.kind) == (
+        "shipping",
+        "ref-42",
+        "dis-42",
+        sealed.key_id,
+        "disclosure",
+    )
 
 
 def test_erasure_notice_kind_round_trips(sealer: Sealer, opener: Opener) -> None:
     msg = _seal(sealer, b'{"erase":true}', kind="erasure_notice")
     assert opener.open(msg).kind == "erasure_notice"
     with pytest.raises(ValueError):
-        sealer.seal(b"x", event_id="e", disclosure_id="d", kind="gossip")
+        sealer.seal(b"x", ref="e", disclosure_id="d", kind="gossip")
     with pytest.raises(ValueError):
-        sealer.seal(b"x", event_id="", disclosure_id="d")
+        sealer.seal(b"x", ref="", disclosure_id="d")
 
 
-def test_wire_format(sealer: Sealer, gw: SigningKey) -> None:
+def test_wire_format(sealer: Sealer, gw: SigningKey, shipping_key: AgentPrivateKey) -> None:
     msg = _seal(sealer)
     doc = orjson.loads(msg)
     assert set(doc) == {"header", "envelope", "ciphertext"}
     header, env = doc["header"], doc["envelope"]
-    assert set(header) == {"v", "agent", "event_id", "disclosure_id", "key_id", "kind", "nonce"}
-    assert set(env) == {"v", "agent", "key_id", "created_at", "signer", "enc", "sig"}
+    assert set(header) == {"v", "agent", "ref", "disclosure_id", "key_id", "kind", "nonce"}
+    assert header["v"] == 2 and env["v"] == 1
+    # "recipient" names the agent key the data key is sealed to; "handover" appears only
+    # after a signing key rotation.
+    assert set(env) == {"v", "agent", "key_id", "created_at", "signer", "recipient", "enc", "sig"}
     assert header["key_id"] == env["key_id"] == sealer.current_key_id
     assert env["signer"] == gw.key_id
+    assert env["recipient"] == shipping_key.key_id
     assert len(base64.b64decode(header["nonce"])) == 12
     # The header is on the wire in canonical form: those exact bytes are the AAD.
     canonical = orjson.dumps(header, option=orjson.OPT_SORT_KEYS)
@@ -107,8 +124,9 @@ def test_wire_format(sealer: Sealer, gw: SigningKey) -> None:
     assert b"Boston" not in msg
 
 
-def test_payload_is_aes_gcm_with_header_as_aad(sealer: Sealer, shipping_key: AgentPrivateKey,
-                                               gw: SigningKey) -> None:
+def test_payload_is_aes_gcm_with_header_as_aad(
+    sealer: Sealer, shipping_key: AgentPrivateKey, gw: SigningKey
+) -> None:
     """An independent decryption following the documented format, not the Opener."""
     from cryptography.hazmat.primitives import hpke
 
@@ -117,17 +135,21 @@ def test_payload_is_aes_gcm_with_header_as_aad(sealer: Sealer, shipping_key: Age
     unsigned = {k: v for k, v in env.items() if k != "sig"}
     gw.public_key().verify(
         base64.b64decode(env["sig"]),
-        b"disclosure-gateway/key-envelope/v1\n" + orjson.dumps(unsigned,
-                                                               option=orjson.OPT_SORT_KEYS),
+        b"disclosure-gateway/key-envelope/v1\n"
+        + orjson.dumps(unsigned, option=orjson.OPT_SORT_KEYS),
     )
-    info = orjson.dumps({"agent": "shipping", "key_id": env["key_id"], "use": "dek", "v": 1},
-                        option=orjson.OPT_SORT_KEYS)
+    info = orjson.dumps(
+        {"agent": "shipping", "key_id": env["key_id"], "use": "dek", "v": 1},
+        option=orjson.OPT_SORT_KEYS,
+    )
     suite = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
     dek = suite.decrypt(base64.b64decode(env["enc"]), shipping_key.x25519, info=info)
     assert len(dek) == 32
-    plaintext = AESGCM(dek).decrypt(base64.b64decode(header["nonce"]),
-                                    base64.b64decode(doc["ciphertext"]),
-                                    orjson.dumps(header, option=orjson.OPT_SORT_KEYS))
+    plaintext = AESGCM(dek).decrypt(
+        base64.b64decode(header["nonce"]),
+        base64.b64decode(doc["ciphertext"]),
+        orjson.dumps(header, option=orjson.OPT_SORT_KEYS),
+    )
     assert plaintext == PAYLOAD
 
 
@@ -159,7 +181,7 @@ def test_wrong_gateway_key_fails(sealer: Sealer, shipping_key: AgentPrivateKey) 
 def test_every_flipped_bit_fails(gw: SigningKey, shipping_key: AgentPrivateKey) -> None:
     sealer = Sealer("shipping", shipping_key.public_key(), gw)
     opener = Opener("shipping", shipping_key, gw.public_key())
-    msg = sealer.seal(b'{"a":1}', event_id="e1", disclosure_id="d1").message
+    msg = sealer.seal(b'{"a":1}', ref="e1", disclosure_id="d1").message
     opener.open(msg)  # warm the envelope cache: tampering must not ride on it
     survivors = []
     for i in range(len(msg)):
@@ -175,10 +197,18 @@ def test_every_flipped_bit_fails(gw: SigningKey, shipping_key: AgentPrivateKey) 
     assert opener.open(msg).plaintext == b'{"a":1}'
 
 
-@pytest.mark.parametrize("bad", [
-    b"", b"{}", b"[]", b"null", b"\xff\xfe", b'{"header":1,"envelope":2,"ciphertext":3}',
-    b"not json at all",
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        b"",
+        b"{}",
+        b"[]",
+        b"null",
+        b"\xff\xfe",
+        b'{"header":1,"envelope":2,"ciphertext":3}',
+        b"not json at all",
+    ],
+)
 def test_malformed_input_raises_crypto_error(opener: Opener, bad: bytes) -> None:
     with pytest.raises(errors.CryptoError):
         opener.open(bad)
@@ -199,11 +229,14 @@ def test_truncated_or_extended_message_fails(sealer: Sealer, opener: Opener) -> 
         opener.open(orjson.dumps(doc))
 
 
-@pytest.mark.parametrize("field,value", [
-    ("event_id", "evt-other"),
-    ("disclosure_id", "dis-other"),
-    ("kind", "erasure_notice"),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("ref", "ref-other"),
+        ("disclosure_id", "dis-other"),
+        ("kind", "erasure_notice"),
+    ],
+)
 def test_header_edit_fails(sealer: Sealer, opener: Opener, field: str, value: str) -> None:
     msg = _seal(sealer)
     opener.open(msg)
@@ -256,7 +289,7 @@ def test_replay_into_another_agents_topic_with_its_valid_envelope_fails(
     pay = Sealer("payments", payments_key.public_key(), gw)
     payments = Opener("payments", payments_key, gw.public_key())
     stolen = orjson.loads(_seal(ship))
-    genuine = orjson.loads(_seal(pay, event_id=stolen["header"]["event_id"]))
+    genuine = orjson.loads(_seal(pay, ref=stolen["header"]["ref"]))
     payments.open(orjson.dumps(genuine))
     forged = dict(genuine, ciphertext=stolen["ciphertext"])
     forged["header"] = dict(genuine["header"], nonce=stolen["header"]["nonce"])
@@ -314,12 +347,14 @@ def test_edited_enc_fails_even_when_consistent(
     key_id = doc["header"]["key_id"]
     evil_dek = AESGCM.generate_key(bit_length=256)
     doc["envelope"]["enc"] = base64.b64encode(
-        crypto._wrap_dek(evil_dek, shipping_key.public_key(), "shipping", key_id)).decode()
+        _wrap_dek(evil_dek, shipping_key.public_key(), "shipping", key_id)
+    ).decode()
     nonce = bytes(range(12))
     doc["header"]["nonce"] = base64.b64encode(nonce).decode()
     aad = orjson.dumps(doc["header"], option=orjson.OPT_SORT_KEYS)
     doc["ciphertext"] = base64.b64encode(
-        AESGCM(evil_dek).encrypt(nonce, b'{"refund_to":"attacker"}', aad)).decode()
+        AESGCM(evil_dek).encrypt(nonce, b'{"refund_to":"attacker"}', aad)
+    ).decode()
     with pytest.raises(errors.SignatureError):
         opener.open(orjson.dumps(doc))
 
@@ -336,14 +371,14 @@ def test_edited_envelope_created_at_fails(sealer: Sealer, opener: Opener) -> Non
 
 def test_rotation_by_count(gw: SigningKey, shipping_key: AgentPrivateKey) -> None:
     s = Sealer("shipping", shipping_key.public_key(), gw, rotate_messages=3)
-    sealed = [s.seal(PAYLOAD, event_id=f"e{i}", disclosure_id=f"d{i}") for i in range(7)]
+    sealed = [s.seal(PAYLOAD, ref=f"e{i}", disclosure_id=f"d{i}") for i in range(7)]
     ids = [x.key_id for x in sealed]
     assert ids[0] == ids[1] == ids[2] != ids[3]
     assert ids[3] == ids[4] == ids[5] != ids[6]
     assert len(set(ids)) == 3
     opener = Opener("shipping", shipping_key, gw.public_key())
     for i, x in enumerate(sealed):
-        assert opener.open(x.message).event_id == f"e{i}"
+        assert opener.open(x.message).ref == f"e{i}"
         # Every message is self-contained: a reader that saw nothing before opens it.
         fresh = Opener("shipping", shipping_key, gw.public_key())
         assert fresh.open(x.message).key_id == ids[i]
@@ -351,20 +386,18 @@ def test_rotation_by_count(gw: SigningKey, shipping_key: AgentPrivateKey) -> Non
 
 def test_rotation_by_age(gw: SigningKey, shipping_key: AgentPrivateKey) -> None:
     now = [1_700_000_000.0]
-    s = Sealer("shipping", shipping_key.public_key(), gw, rotate_seconds=60,
-               clock=lambda: now[0])
-    first = s.seal(PAYLOAD, event_id="e1", disclosure_id="d1")
+    s = Sealer("shipping", shipping_key.public_key(), gw, rotate_seconds=60, clock=lambda: now[0])
+    first = s.seal(PAYLOAD, ref="e1", disclosure_id="d1")
     now[0] += 59.9
-    second = s.seal(PAYLOAD, event_id="e2", disclosure_id="d2")
+    second = s.seal(PAYLOAD, ref="e2", disclosure_id="d2")
     assert second.key_id == first.key_id
     now[0] += 0.1
-    third = s.seal(PAYLOAD, event_id="e3", disclosure_id="d3")
+    third = s.seal(PAYLOAD, ref="e3", disclosure_id="d3")
     assert third.key_id == s.current_key_id != first.key_id
     env = orjson.loads(first.message)["envelope"]
     assert env["created_at"] == "2023-11-14T22:13:20Z"
     opener = Opener("shipping", shipping_key, gw.public_key())
-    assert [opener.open(x.message).event_id for x in (first, second, third)] == \
-        ["e1", "e2", "e3"]
+    assert [opener.open(x.message).ref for x in (first, second, third)] == ["e1", "e2", "e3"]
 
 
 def test_explicit_rotate(sealer: Sealer, opener: Opener) -> None:
@@ -380,7 +413,7 @@ def test_public_key_work_only_on_rotation(
     monkeypatch: pytest.MonkeyPatch, gw: SigningKey, shipping_key: AgentPrivateKey
 ) -> None:
     calls = {"wrap": 0, "unwrap": 0, "verify": 0}
-    real_wrap, real_unwrap, real_verify = crypto._wrap_dek, crypto._unwrap_dek, VerifyKey.verify
+    real_wrap, real_unwrap, real_verify = _wrap_dek, _unwrap_dek, VerifyKey.verify
 
     def wrap(*a: Any) -> bytes:
         calls["wrap"] += 1
@@ -394,8 +427,8 @@ def test_public_key_work_only_on_rotation(
         calls["verify"] += 1
         real_verify(self, *a)
 
-    monkeypatch.setattr(crypto, "_wrap_dek", wrap)
-    monkeypatch.setattr(crypto, "_unwrap_dek", unwrap)
+    monkeypatch.setattr(sealing, "_wrap_dek", wrap)
+    monkeypatch.setattr(opening, "_unwrap_dek", unwrap)
     monkeypatch.setattr(VerifyKey, "verify", verify)
     s = Sealer("shipping", shipping_key.public_key(), gw, rotate_messages=10)
     msgs = [_seal(s, n=i) for i in range(25)]
@@ -451,14 +484,17 @@ def test_agent_key_forms() -> None:
     assert AgentPublicKey.parse(text) != AgentPrivateKey.generate().public_key()
 
 
-@pytest.mark.parametrize("text", [
-    "x25519:not-base64!!",
-    "x25519:" + base64.b64encode(b"short").decode(),
-    "x25519:" + base64.b64encode(bytes(32)).decode(),  # low-order point
-    "ed25519:" + base64.b64encode(bytes(32)).decode(),
-    "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
-    "",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x25519:not-base64!!",
+        "x25519:" + base64.b64encode(b"short").decode(),
+        "x25519:" + base64.b64encode(bytes(32)).decode(),  # low-order point
+        "ed25519:" + base64.b64encode(bytes(32)).decode(),
+        "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
+        "",
+    ],
+)
 def test_bad_agent_public_key_text(text: str) -> None:
     with pytest.raises(errors.KeyFileError):
         AgentPublicKey.parse(text)
@@ -527,3 +563,49 @@ def test_subject_ref() -> None:
     # Keyed: not a plain hash anyone could recompute from a customer id.
     assert ref[5:] not in hashlib.sha256(b"cust-1").hexdigest()
     assert ref != "subj_" + hmac.new(MASTER, b"cust-1", hashlib.sha256).hexdigest()[:32]
+
+
+# --------------------------------------------------------------------------------------
+# header versions
+
+
+def _v1_message(sealer: Sealer, payload: bytes, event_id: str, disclosure_id: str) -> bytes:
+    """A message as version-1 sealers wrote it: the publisher's event id in the header."""
+    dk = sealer._take_key()
+    nonce = bytes(range(12))
+    header = {
+        "v": 1,
+        "agent": sealer.agent,
+        "event_id": event_id,
+        "disclosure_id": disclosure_id,
+        "key_id": dk.key_id,
+        "kind": "disclosure",
+        "nonce": base64.b64encode(nonce).decode(),
+    }
+    aad = orjson.dumps(header, option=orjson.OPT_SORT_KEYS)
+    return orjson.dumps(
+        {
+            "header": header,
+            "envelope": orjson.loads(dk.envelope_json),
+            "ciphertext": base64.b64encode(dk.aead.encrypt(nonce, payload, aad)).decode(),
+        }
+    )
+
+
+def test_version_1_messages_are_still_read(sealer: Sealer, opener: Opener) -> None:
+    opened = opener.open(_v1_message(sealer, PAYLOAD, "evt-7", "dis-7"))
+    assert (opened.ref, opened.disclosure_id, opened.plaintext) == ("evt-7", "dis-7", PAYLOAD)
+
+
+def test_header_fields_must_match_the_header_version(sealer: Sealer, opener: Opener) -> None:
+    v2 = orjson.loads(_seal(sealer))
+    with_event_id = dict(v2["header"], event_id=v2["header"].pop("ref"))
+    with pytest.raises(errors.DecryptionError, match="fields"):
+        opener.open(orjson.dumps(dict(v2, header=with_event_id)))
+    v1 = orjson.loads(_v1_message(sealer, PAYLOAD, "evt-8", "dis-8"))
+    with pytest.raises(errors.DecryptionError):
+        opener.open(orjson.dumps(dict(v1, header=dict(v1["header"], v=2))))
+    with pytest.raises(errors.DecryptionError, match="version"):
+        opener.open(orjson.dumps(dict(v1, header=dict(v1["header"], v=3))))
+    with pytest.raises(errors.DecryptionError, match="version"):
+        opener.open(orjson.dumps(dict(v1, header=dict(v1["header"], v=True))))

@@ -15,6 +15,11 @@ from click.testing import CliRunner
 from gateway import errors, keys
 from gateway.cli import main
 from gateway.crypto import AgentPrivateKey, Opener, Sealer, SigningKey
+from gateway.policy import Policy, load_policy
+from gateway.runtime import build_core, ensure_demo_keys
+from gateway.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _mode(path: Path) -> int:
@@ -88,13 +93,17 @@ def test_init_force_replaces_atomically(keydir: Path, loose_umask: None) -> None
     assert not [p for p in keydir.iterdir() if p.name.endswith(".tmp")]
 
 
-@pytest.mark.parametrize("name,loader", [
-    ("gateway-signing.key", keys.load_signing_key),
-    ("pseudonym.key", keys.load_pseudonym_key),
-])
+@pytest.mark.parametrize(
+    "name,loader",
+    [
+        ("gateway-signing.key", keys.load_signing_key),
+        ("pseudonym.key", keys.load_pseudonym_key),
+    ],
+)
 @pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
-def test_loading_a_readable_private_key_fails(keydir: Path, name: str, loader: object,
-                                              mode: int) -> None:
+def test_loading_a_readable_private_key_fails(
+    keydir: Path, name: str, loader: object, mode: int
+) -> None:
     path = keydir / name
     path.chmod(mode)
     with pytest.raises(errors.KeyFileError) as info:
@@ -105,9 +114,11 @@ def test_loading_a_readable_private_key_fails(keydir: Path, name: str, loader: o
 
 
 def test_missing_files_name_the_file_and_the_fix(tmp_path: Path) -> None:
-    for loader, name in ((keys.load_signing_key, "gateway-signing.key"),
-                         (keys.load_verify_key, "gateway-signing.pub"),
-                         (keys.load_pseudonym_key, "pseudonym.key")):
+    for loader, name in (
+        (keys.load_signing_key, "gateway-signing.key"),
+        (keys.load_verify_key, "gateway-signing.pub"),
+        (keys.load_pseudonym_key, "pseudonym.key"),
+    ):
         path = tmp_path / name
         with pytest.raises(errors.KeyFileError) as info:
             loader(path)
@@ -152,8 +163,11 @@ def test_password_protected_key_is_refused(tmp_path: Path) -> None:
     from cryptography.hazmat.primitives import serialization
 
     sk = SigningKey.generate()
-    pem = sk._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.BestAvailableEncryption(b"pw"))
+    pem = sk._key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"pw"),
+    )
     path = tmp_path / "enc.key"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     os.write(fd, pem)
@@ -179,7 +193,7 @@ def test_create_agent_keypair(keydir: Path, loose_umask: None) -> None:
     # The pair on disk works end to end with the gateway key on disk.
     sk = keys.load_signing_key(keydir / "gateway-signing.key")
     vk = keys.load_verify_key(keydir / "gateway-signing.pub")
-    msg = Sealer("shipping", public, sk).seal(b"{}", event_id="e", disclosure_id="d").message
+    msg = Sealer("shipping", public, sk).seal(b"{}", ref="e", disclosure_id="d").message
     assert Opener("shipping", private, vk).open(msg).plaintext == b"{}"
 
     paths.private.chmod(0o644)
@@ -237,14 +251,16 @@ def test_resolve_agent_public_key(keydir: Path) -> None:
 # CLI
 
 
-def _secrets_in(d: Path) -> list[str]:
-    """Every form in which private material from ``d`` could leak into output."""
+def _secrets_in(d: Path, agent_dir: Path) -> list[str]:
+    """Every form in which private material from ``d`` (the gateway's keys) and
+    ``agent_dir`` (agents' own keys) could leak into output."""
     found: list[str] = []
-    for path in [d / "gateway-signing.key", d / "pseudonym.key", *d.glob("agents/*.key")]:
+    agent_keys = [*d.glob("agents/*.key"), *agent_dir.glob("*.key")]
+    for path in [d / "gateway-signing.key", d / "pseudonym.key", *agent_keys]:
         text = path.read_text()
         found.append(text.strip())
         found += [line for line in text.splitlines() if line and not line.startswith("-----")]
-    for path in d.glob("agents/*.key"):
+    for path in agent_keys:
         raw = keys.load_agent_private_key(path).x25519.private_bytes_raw()
         found.append(base64.b64encode(raw).decode())
         found.append(raw.hex())
@@ -265,10 +281,11 @@ def test_cli_creates_keys_and_prints_no_private_material(tmp_path: Path) -> None
     vk = keys.load_verify_key(d / "gateway-signing.pub")
     assert vk.key_id in res.output and vk.fingerprint in res.output
 
-    res = runner.invoke(main, ["keys", "agent", "shipping", "--dir", str(d)])
+    own = tmp_path / "agent-keys"
+    res = runner.invoke(main, ["keys", "agent", "shipping", "--dir", str(d), "--out", str(own)])
     assert res.exit_code == 0, res.output
     out += res.output
-    public = keys.load_agent_private_key(d / "agents" / "shipping.key").public_key()
+    public = keys.load_agent_private_key(own / "shipping.key").public_key()
     assert f"public_key: {public.to_text()}" in res.output
 
     res = runner.invoke(main, ["keys", "show", "--dir", str(d)])
@@ -277,7 +294,7 @@ def test_cli_creates_keys_and_prints_no_private_material(tmp_path: Path) -> None
     assert public.to_text() in res.output and vk.key_id in res.output
 
     assert "PRIVATE KEY" not in out
-    leaks = [s for s in _secrets_in(d) if s in out]
+    leaks = [s for s in _secrets_in(d, own) if s in out]
     assert leaks == []
 
 
@@ -316,11 +333,102 @@ def test_cli_show_reports_problems(tmp_path: Path) -> None:
     assert "chmod 600" in res.output
 
     (tmp_path / "pseudonym.key").chmod(0o600)
-    assert runner.invoke(main, ["keys", "agent", "email", "--dir", str(tmp_path)]).exit_code == 0
+    own = ["--out", str(tmp_path / "own")]
+    assert (
+        runner.invoke(main, ["keys", "agent", "email", "--dir", str(tmp_path), *own]).exit_code == 0
+    )
     # A private key that does not belong to the public key beside it.
     other = AgentPrivateKey.generate().to_pem()
-    (tmp_path / "agents" / "email.key").write_bytes(other)
+    keys.write_key_file(tmp_path / "agents" / "email.key", other, private=True)
     res = runner.invoke(main, ["keys", "show", "--dir", str(tmp_path)])
     assert res.exit_code == 1
     assert "does not match" in res.output
     assert other.decode() not in res.output
+
+
+# --------------------------------------------------------------------------------------
+# key files and directories others could rewrite
+
+
+@pytest.fixture
+def started(tmp_path: Path) -> tuple[Settings, Policy]:
+    """A keys directory as `ensure_demo_keys` leaves it, ready for `build_core`."""
+    settings = Settings(
+        policy_path=ROOT / "agents.yaml",
+        keys_dir=tmp_path / "keys",
+        ledger_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+    )
+    policy = load_policy(settings.policy_path)
+    ensure_demo_keys(settings, policy)
+    build_core(settings, policy)  # starts as made
+    return settings, policy
+
+
+def test_world_writable_keys_dir_is_refused_at_start_up(started: tuple[Settings, Policy]) -> None:
+    settings, policy = started
+    settings.keys_dir.chmod(0o777)
+    with pytest.raises(errors.KeyFileError) as info:
+        build_core(settings, policy)
+    assert str(settings.keys_dir) in str(info.value)
+    assert f"chmod go-w {settings.keys_dir}" in str(info.value)
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o646, 0o664])
+def test_writable_agent_public_key_is_refused_at_start_up(
+    started: tuple[Settings, Policy], mode: int
+) -> None:
+    settings, policy = started
+    pub = settings.keys_dir / "agents" / "shipping.pub"
+    pub.chmod(mode)
+    with pytest.raises(errors.KeyFileError) as info:
+        build_core(settings, policy)
+    assert "shipping" in str(info.value) and str(pub) in str(info.value)
+    assert f"chmod go-w {pub}" in str(info.value)
+    pub.chmod(0o644)
+    build_core(settings, policy)
+
+
+def test_writable_agents_dir_or_gateway_public_key_is_refused(
+    started: tuple[Settings, Policy],
+) -> None:
+    settings, policy = started
+    agents = settings.keys_dir / "agents"
+    agents.chmod(0o770)
+    with pytest.raises(errors.KeyFileError, match=re.escape(f"chmod go-w {agents}")):
+        build_core(settings, policy)
+    agents.chmod(0o700)
+    settings.signing_public_key_path.chmod(0o666)
+    with pytest.raises(
+        errors.KeyFileError, match=re.escape(f"chmod go-w {settings.signing_public_key_path}")
+    ):
+        build_core(settings, policy)
+
+
+@pytest.mark.skipif(
+    os.name != "posix" or os.geteuid() != 0,
+    reason="giving a file to another user needs root (os.chown); run the tests as root to cover it",
+)
+def test_key_files_owned_by_another_user_are_refused(started: tuple[Settings, Policy]) -> None:
+    settings, policy = started
+    stranger = 54321
+    for path in (
+        settings.keys_dir / "agents" / "shipping.pub",
+        settings.signing_public_key_path,
+        settings.pseudonym_key_path,
+        settings.keys_dir / "agents",
+        settings.keys_dir,
+    ):
+        os.chown(path, stranger, -1)
+        with pytest.raises(errors.KeyFileError) as info:
+            build_core(settings, policy)
+        assert f"{path} is owned by uid {stranger}" in str(info.value)
+        assert f"chown root {path}" in str(info.value)
+        os.chown(path, 0, -1)
+    build_core(settings, policy)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_root_owned_public_key_is_accepted(keydir: Path) -> None:
+    # The current user or root: a root-managed /etc/gateway/keys is a normal set-up.
+    keys.check_public_mode(keydir / "gateway-signing.pub")
+    keys.check_key_dir(keydir)

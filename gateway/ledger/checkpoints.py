@@ -114,17 +114,19 @@ class Checkpoint:
             raise VerificationError(f"malformed checkpoint: {exc}") from exc
 
 
-class Sealer:
-    """Keyed tags for record rows and shard heads."""
+class RowSeals:
+    """Keyed tags for record rows and shard heads. ``key_id`` names the signing key the
+    seal key derives from (None: unknown, every seal is checked against this key)."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "key_id")
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, key_id: str | None = None) -> None:
         self._key = key
+        self.key_id = key_id
 
     @classmethod
-    def from_signing_key(cls, key: SigningKey) -> Sealer:
-        return cls(derive_key(key.to_pem(), "ledger-seal"))
+    def from_signing_key(cls, key: SigningKey) -> RowSeals:
+        return cls(derive_key(key.to_pem(), "ledger-seal"), key.key_id)
 
     # Fixed-width fields make every input unambiguous; one-shot hmac.digest is the fast
     # C path (a seal is computed per appended record).
@@ -161,7 +163,10 @@ def parse_prune_statement(text: str) -> dict[str, str]:
     lines = text.rstrip("\n").split("\n")
     if not lines or lines[0] != PRUNE_HEADER:
         raise VerificationError("not a prune statement")
-    fields = dict(line.split(" ", 1) if " " in line else (line, "") for line in lines[1:])
+    fields: dict[str, str] = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(" ")
+        fields[name] = value
     return fields
 
 

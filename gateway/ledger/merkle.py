@@ -164,9 +164,6 @@ class Frontier:
             r = node_hash(node, r)
         return r
 
-    def copy(self) -> Frontier:
-        return Frontier(self.size, self._nodes)
-
     def to_bytes(self) -> bytes:
         return b"".join(self._nodes)
 

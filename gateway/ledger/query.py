@@ -26,6 +26,9 @@ _PAGE = 1000
 @dataclass(frozen=True)
 class RecordFilter:
     subject_ref: str | None = None
+    # Records of any of these references: one subject's refs of every pseudonym period
+    # (``PseudonymKeyring.subject_refs``). Empty: no such condition.
+    subject_refs: tuple[str, ...] = ()
     agent: str | None = None
     category: str | None = None
     purpose: str | None = None
@@ -68,6 +71,8 @@ def where_clause(flt: RecordFilter) -> list[sa.ColumnElement[bool]]:
     ):
         if value is not None:
             conds.append(column == value)
+    if flt.subject_refs:
+        conds.append(c.subject_ref.in_(flt.subject_refs))
     if flt.since is not None:
         conds.append(c.recorded_at >= utc_naive(flt.since))
     if flt.until is not None:

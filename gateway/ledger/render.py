@@ -3,6 +3,12 @@
 Everything is first turned into a ``Document`` (title, key/value facts, tables of strings);
 each format then only lays that out. HTML escapes every value, and CSV neutralises cells a
 spreadsheet would run as a formula, since record fields (e.g. a reason) are free text.
+
+On the terminal a table is laid out for the console's width (``print_table``): no column
+is narrower than its longest word, so nothing is cut mid-word; when the columns do not fit,
+the section's optional ones are left out (least important first, and the table says
+which), and when even the rest do not fit, each row is printed as a block of
+"column  value" lines.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ class Section:
     title: str
     columns: list[str]
     rows: list[list[str]]
+    # Columns a narrow terminal may leave out, least important first.
+    optional: tuple[str, ...] = ()
 
 
 @dataclass
@@ -67,6 +75,7 @@ RECORD_COLUMNS = [
     "record_id",
     "agent",
     "outcome",
+    "reason",
     "event_type",
     "subject_type",
     "subject_ref",
@@ -86,6 +95,7 @@ def records_document(records: Sequence[DecisionRecord], title: str = "Disclosure
             "record_id",
             "agent",
             "outcome",
+            "reason",
             "event_type",
             "subject",
             "purposes",
@@ -97,6 +107,7 @@ def records_document(records: Sequence[DecisionRecord], title: str = "Disclosure
                 r.record_id,
                 r.agent,
                 r.outcome,
+                text(r.reason),
                 r.event_type,
                 r.subject_type,
                 lines(r.purposes),
@@ -104,6 +115,7 @@ def records_document(records: Sequence[DecisionRecord], title: str = "Disclosure
             ]
             for r in records
         ],
+        optional=("purposes", "subject", "event_type", "categories disclosed"),
     )
     return Document(
         title,
@@ -137,10 +149,13 @@ def subject_document(rep: SubjectReport) -> Document:
         "legal_bases",
         "first_disclosed",
         "last_disclosed",
+        "references",
     ]
     rows = [[text(getattr(s, c)) for c in cols] for s in rep.recipients]
-    facts = [
-        ("subject", rep.subject_ref),
+    facts = [("subject", rep.subject_ref)]
+    if len(rep.subject_refs) > 1:
+        facts.append(("earlier pseudonym periods", text(rep.subject_refs[1:])))
+    facts += [
         ("subject type", text(rep.subject_types)),
         ("records", str(rep.records)),
         ("generated", text(rep.generated_at)),
@@ -158,7 +173,15 @@ def subject_document(rep: SubjectReport) -> Document:
         ],
         [
             [
-                lines([s.legal_name, s.address, s.role, s.contract]),
+                lines(
+                    [
+                        s.legal_name,
+                        s.address,
+                        s.role,
+                        s.contract,
+                        *(f"request {r}" for r in s.references),
+                    ]
+                ),
                 s.agent,
                 f"{s.disclosures} / {s.withheld} / {s.erasure_notices}",
                 lines(s.categories),
@@ -168,6 +191,7 @@ def subject_document(rep: SubjectReport) -> Document:
             ]
             for s in rep.recipients
         ],
+        optional=("purposes", "first / last disclosed", "legal bases"),
     )
     return Document(
         "Access request: disclosures about one subject",
@@ -257,6 +281,7 @@ def shine_the_light_document(rep: ShineTheLightReport) -> Document:
                     ]
                     for p in rep.third_parties
                 ],
+                optional=("purposes", "subjects (consumer / business)"),
             )
         ],
     )
@@ -326,22 +351,104 @@ def to_html(doc: Document) -> str:
     return "\n".join(parts)
 
 
+# Identifiers are copied into other commands (`log show ID`): never folded.
+_IDENTS = frozenset({"record_id", "agent", "subject_ref"})
+_MAX_WORD = 64  # a longer "word" (a URL, junk) may fold rather than widen its column
+
+
+def _natural(column: str, cells: list[str]) -> int:
+    return max([len(column), *(len(line) for c in cells for line in c.split("\n"))])
+
+
+def _minimum(column: str, cells: list[str]) -> int:
+    """The narrowest the column may be: its longest word (so no word is split), or all
+    of it for an identifier."""
+    if column in _IDENTS:
+        return _natural(column, cells)
+    words = [len(w) for c in [column, *cells] for w in c.split()]
+    return min(max(words, default=1), _MAX_WORD)
+
+
+def fit_widths(natural: list[int], minimum: list[int], available: int) -> list[int] | None:
+    """Column widths that sum to at most ``available``: each column its natural width if
+    all fit, else the widest ones narrowed to a common width, none below its minimum.
+    None if even the minimums do not fit."""
+    if sum(minimum) > available:
+        return None
+    if sum(natural) <= available:
+        return list(natural)
+    lo, hi = 0, max(natural)
+    while lo < hi:  # the largest cap at which the columns still fit
+        cap = (lo + hi + 1) // 2
+        if sum(max(m, min(n, cap)) for n, m in zip(natural, minimum, strict=True)) <= available:
+            lo = cap
+        else:
+            hi = cap - 1
+    return [max(m, min(n, lo)) for n, m in zip(natural, minimum, strict=True)]
+
+
+def _table_overhead(columns: int) -> int:
+    # Rich's default box: one space of padding each side of a cell, a rule between and
+    # around the columns.
+    return 3 * columns + 1
+
+
+def _print_blocks(sec: Section, console: Console) -> None:
+    """Each row as "column  value" lines: for terminals too narrow for the table."""
+    console.print(sec.title, style="bold italic", markup=False)
+    label = min(max(len(c) for c in sec.columns), 24)
+    for row in sec.rows:
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="dim", width=label, overflow="fold")
+        grid.add_column(overflow="fold")
+        for column, cell in zip(sec.columns, row, strict=True):
+            grid.add_row(Text(column), Text(cell))
+        console.print(grid)
+        console.print()
+
+
+def print_section(sec: Section, console: Console) -> None:
+    """One section laid out for ``console.width`` (see the module docstring)."""
+    columns, rows, dropped = list(sec.columns), [list(r) for r in sec.rows], []
+    optional = [c for c in sec.optional if c in columns]
+    while True:
+        cells = [[r[i] for r in rows] for i in range(len(columns))]
+        widths = fit_widths(
+            [_natural(c, cells[i]) for i, c in enumerate(columns)],
+            [_minimum(c, cells[i]) for i, c in enumerate(columns)],
+            console.width - _table_overhead(len(columns)),
+        )
+        if widths is not None or not optional:
+            break
+        i = columns.index(optional.pop(0))
+        dropped.append(columns.pop(i))
+        rows = [r[:i] + r[i + 1 :] for r in rows]
+    if widths is None:
+        _print_blocks(sec, console)
+        return
+    table = Table(title=sec.title, show_lines=any("\n" in c for r in rows for c in r))
+    for column, width in zip(columns, widths, strict=True):
+        table.add_column(column, width=width, overflow="fold", no_wrap=column in _IDENTS)
+    for row in rows:
+        table.add_row(*(Text(c) for c in row))
+    console.print(table)
+    if dropped:
+        console.print(
+            f"(not shown at {console.width} columns: {', '.join(dropped)}; use a wider"
+            " terminal or --format csv)",
+            style="dim",
+            markup=False,
+            highlight=False,
+        )
+
+
 def print_table(doc: Document, console: Console) -> None:
     # markup=False: values are data, never rich markup (a "[bold]" in a reason stays text).
     console.print(doc.title, style="bold", markup=False)
     for k, v in doc.facts:
         console.print(f"  {k}: {v}", markup=False, highlight=False)
     for sec in doc.screen if doc.screen is not None else doc.sections:
-        table = Table(title=sec.title, show_lines=any("\n" in c for r in sec.rows for c in r))
-        for c in sec.columns:
-            # Ids are copied into other commands (`log show ID`): never fold them.
-            ident = c in ("record_id", "agent")
-            table.add_column(
-                c, overflow="fold", no_wrap=ident, min_width=36 if c == "record_id" else None
-            )
-        for row in sec.rows:
-            table.add_row(*(Text(c) for c in row))
-        console.print(table)
+        print_section(sec, console)
 
 
 def render(doc: Document, fmt: str, json_data: Any, console: Console | None = None) -> str:

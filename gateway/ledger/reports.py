@@ -1,28 +1,42 @@
 """Reports over the log: access request (one subject), one agent, and the yearly
-"Shine the Light" disclosure (California Civil Code §1798.83).
+"Shine the Light" disclosure (California Civil Code §1798.83). Disclosures made outside
+the stream (``gateway.manual``) are records like the others and count in every report;
+the access report also lists the requests they answered.
 
 Each report is computed by a pure function over an iterable of records (``summarize_*``),
 so tests and the review page can feed it any records; the store-level wrappers pick the
 records with a filter and stream them through. Categories counted as *received* are those
 sent raw or transformed; removed ones never left the gateway.
+
+Before a report, ``subject_known`` and ``agents_in_log`` tell a name the log has never
+seen (a typo) from one whose report is simply empty, and ``latest_recipients`` gives each
+agent's recipient as last recorded, for listing the agents.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import sqlalchemy as sa
+
+from gateway.ledger import schema as t
 from gateway.ledger.query import RecordFilter, iter_records
 from gateway.ledger.store import LedgerStore
-from gateway.records import DecisionRecord
-from gateway.taxonomy import covers
+from gateway.manual import is_manual
+from gateway.policy import Policy
+from gateway.records import DecisionRecord, Recipient
+from gateway.taxonomy import covers, default_taxonomy
 
 # Purposes that mean "for the recipient's own direct marketing" when the recipient is a
-# third party (a service provider acts only on the company's behalf).
+# third party (a service provider acts only on the company's behalf). A purpose the
+# taxonomy declares as the recipient's own marketing counts whoever the recipient is.
 SHINE_THE_LIGHT_PURPOSES: Final = ("marketing", "third_party_sharing")
+# Sharing with a third party that is no marketing of anyone's: answering legal process.
+NOT_MARKETING_SHARING: Final = ("third_party_sharing.legal_obligation",)
 
 
 def _now() -> datetime:
@@ -31,6 +45,12 @@ def _now() -> datetime:
 
 def received(rec: DecisionRecord) -> set[str]:
     return {*rec.categories_sent, *rec.categories_transformed}
+
+
+def disclosed_at(rec: DecisionRecord) -> datetime:
+    """When the record's data left: for a disclosure made outside the stream, the time it
+    was made (recorded later); for the stream's, when the gateway recorded and sent it."""
+    return rec.occurred_at if is_manual(rec) else rec.recorded_at
 
 
 @dataclass
@@ -48,15 +68,21 @@ class RecipientSummary:
     legal_bases: list[str] = field(default_factory=list)
     first_disclosed: datetime | None = None
     last_disclosed: datetime | None = None
+    # The requests that disclosures made outside the stream answered (a court order's
+    # number, a ticket), as recorded.
+    references: list[str] = field(default_factory=list)
 
 
 @dataclass
 class SubjectReport:
-    subject_ref: str
+    subject_ref: str  # the current pseudonym period's reference
     generated_at: datetime
     subject_types: list[str]
     records: int
     recipients: list[RecipientSummary]
+    # Every reference the report covers (the subject's refs of every pseudonym period,
+    # current first).
+    subject_refs: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
@@ -103,6 +129,7 @@ class ShineTheLightReport:
     generated_at: datetime
     categories: list[str]
     third_parties: list[ThirdPartySummary]
+    statement: str = ""  # the answer in one sentence: none, or how many and to whom
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(asdict(self))
@@ -121,16 +148,25 @@ def _jsonable(obj: Any) -> Any:
 # -- pure summaries -----------------------------------------------------------------------
 
 
-def summarize_subject(records: Iterable[DecisionRecord], subject_ref: str) -> SubjectReport:
-    """Who received what about one subject, and why: the answer to an access request."""
+def summarize_subject(
+    records: Iterable[DecisionRecord], subject_ref: str | Sequence[str]
+) -> SubjectReport:
+    """Who received what about one subject, and why: the answer to an access request.
+    ``subject_ref``: the subject's reference, or its references of every pseudonym period
+    (current first)."""
+    refs = [subject_ref] if isinstance(subject_ref, str) else list(subject_ref)
+    if not refs:
+        raise ValueError("a subject report needs at least one subject reference")
+    wanted = set(refs)
     latest: dict[str, DecisionRecord] = {}
     counts: dict[str, Counter[str]] = {}
     sets: dict[str, tuple[set[str], set[str], set[str]]] = {}
+    references: dict[str, set[str]] = {}
     dates: dict[str, list[datetime]] = {}
     types: set[str] = set()
     total = 0
     for rec in records:
-        if rec.subject_ref != subject_ref:
+        if rec.subject_ref not in wanted:
             continue
         total += 1
         types.add(rec.subject_type)
@@ -143,7 +179,9 @@ def summarize_subject(records: Iterable[DecisionRecord], subject_ref: str) -> Su
             cats |= received(rec)
             purposes.update(rec.purposes)
             bases.update(rec.legal_bases)
-            dates.setdefault(rec.agent, []).append(rec.recorded_at)
+            dates.setdefault(rec.agent, []).append(disclosed_at(rec))
+            if is_manual(rec) and rec.reason:
+                references.setdefault(rec.agent, set()).add(rec.reason)
     recipients = []
     for agent in sorted(latest):
         r = latest[agent].recipient
@@ -164,9 +202,10 @@ def summarize_subject(records: Iterable[DecisionRecord], subject_ref: str) -> Su
                 sorted(bases),
                 min(when, default=None),
                 max(when, default=None),
+                sorted(references.get(agent, ())),
             )
         )
-    return SubjectReport(subject_ref, _now(), sorted(types), total, recipients)
+    return SubjectReport(refs[0], _now(), sorted(types), total, recipients, refs)
 
 
 def summarize_agent(
@@ -200,7 +239,7 @@ def summarize_agent(
         if rec.outcome == "disclosed":
             cats.update(received(rec))
             purposes.update(set(rec.purposes))
-            months[rec.recorded_at.astimezone(UTC).strftime("%Y-%m")] += 1
+            months[disclosed_at(rec).astimezone(UTC).strftime("%Y-%m")] += 1
     return AgentReport(
         agent,
         _now(),
@@ -220,17 +259,45 @@ def summarize_agent(
     )
 
 
+def own_marketing_uses() -> tuple[str, ...]:
+    """Data uses that are the recipient's own marketing, whatever its role."""
+    return default_taxonomy().own_marketing_uses
+
+
 def for_own_marketing(rec: DecisionRecord) -> bool:
+    """Whether the record is a disclosure for the recipient's own direct marketing: to a
+    third party for a marketing or sharing purpose, or to anyone for a purpose that is
+    the recipient's own marketing."""
+    if rec.outcome != "disclosed":
+        return False
+    if any(covers(use, p) for p in rec.purposes for use in own_marketing_uses()):
+        return True
+    return rec.recipient.role == "third_party" and any(
+        covers(root, p) and not any(covers(x, p) for x in NOT_MARKETING_SHARING)
+        for p in rec.purposes
+        for root in SHINE_THE_LIGHT_PURPOSES
+    )
+
+
+def shine_the_light_statement(year: int, parties: list[ThirdPartySummary]) -> str:
+    """The report's answer in one sentence."""
+    if not parties:
+        return (
+            f"In {year} no customer's personal information was disclosed to a third party "
+            f"for its own direct marketing purposes."
+        )
+    subjects = sum(p.subjects for p in parties)
+    names = "; ".join(p.legal_name for p in parties)
     return (
-        rec.outcome == "disclosed"
-        and rec.recipient.role == "third_party"
-        and any(covers(root, p) for p in rec.purposes for root in SHINE_THE_LIGHT_PURPOSES)
+        f"In {year} personal information about {subjects} customer(s) was disclosed to "
+        f"{len(parties)} third part{'y' if len(parties) == 1 else 'ies'} for their own "
+        f"direct marketing purposes: {names}."
     )
 
 
 def summarize_shine_the_light(records: Iterable[DecisionRecord], year: int) -> ShineTheLightReport:
     """Third parties that received personal information for their own direct marketing
-    in ``year`` (UTC), with the categories they received."""
+    in ``year`` (UTC, by when the log recorded it), with the categories they received."""
     acc: dict[str, dict[str, Any]] = {}
     for rec in records:
         if rec.recorded_at.astimezone(UTC).year != year or not for_own_marketing(rec):
@@ -262,16 +329,19 @@ def summarize_shine_the_light(records: Iterable[DecisionRecord], year: int) -> S
             )
         )
     categories = sorted({c for p in parties for c in p.categories})
-    return ShineTheLightReport(year, _now(), categories, parties)
+    return ShineTheLightReport(
+        year, _now(), categories, parties, shine_the_light_statement(year, parties)
+    )
 
 
 # -- over the store -----------------------------------------------------------------------
 
 
-def subject_report(store: LedgerStore, subject_ref: str) -> SubjectReport:
-    return summarize_subject(
-        iter_records(store, RecordFilter(subject_ref=subject_ref)), subject_ref
-    )
+def subject_report(store: LedgerStore, subject_ref: str | Sequence[str]) -> SubjectReport:
+    """The access-request report of the subject with reference ``subject_ref``, or with any
+    of several (its refs of every pseudonym period, current first)."""
+    refs = (subject_ref,) if isinstance(subject_ref, str) else tuple(subject_ref)
+    return summarize_subject(iter_records(store, RecordFilter(subject_refs=refs)), refs)
 
 
 def agent_report(
@@ -282,13 +352,25 @@ def agent_report(
 
 
 def shine_the_light_report(store: LedgerStore, year: int) -> ShineTheLightReport:
-    flt = RecordFilter(
+    """The year's report from the log: disclosures to third parties, and disclosures to
+    anyone for a purpose that is the recipient's own marketing (each record once)."""
+    year_flt = RecordFilter(
         outcome="disclosed",
-        recipient_role="third_party",
         since=datetime(year, 1, 1, tzinfo=UTC),
         until=datetime(year + 1, 1, 1, tzinfo=UTC),
     )
-    return summarize_shine_the_light(iter_records(store, flt), year)
+    filters = [year_flt.but(recipient_role="third_party")]
+    filters += [year_flt.but(purpose=use) for use in own_marketing_uses()]
+
+    def records() -> Iterator[DecisionRecord]:
+        seen: set[str] = set()
+        for flt in filters:
+            for rec in iter_records(store, flt):
+                if rec.record_id not in seen:
+                    seen.add(rec.record_id)
+                    yield rec
+
+    return summarize_shine_the_light(records(), year)
 
 
 def disclosures_over_time(
@@ -311,3 +393,67 @@ def categories_by_agent(
         for cat in received(rec):
             out.setdefault(cat, Counter())[rec.agent] += 1
     return {c: dict(sorted(a.items())) for c, a in sorted(out.items())}
+
+
+# -- names the log knows ------------------------------------------------------------------
+
+
+def subject_known(store: LedgerStore, subject_ref: str) -> bool:
+    """Whether any record names the subject (a pruned record no longer names anyone)."""
+    c = t.records.c
+    q = sa.select(c.record_id).where(c.subject_ref == subject_ref).limit(1)
+    with store.engine.connect() as conn:
+        return conn.execute(q).first() is not None
+
+
+def agents_in_log(store: LedgerStore) -> list[str]:
+    """Every agent a record names, pruned records included, sorted."""
+    c = t.records.c
+    with store.engine.connect() as conn:
+        return list(conn.execute(sa.select(c.agent).distinct().order_by(c.agent)).scalars())
+
+
+def latest_recipients(store: LedgerStore) -> dict[str, Recipient]:
+    """agent -> its recipient (legal name, address, role, contract) as last recorded,
+    from the newest record of each agent whose body is kept."""
+    c = t.records.c
+    out: dict[str, Recipient] = {}
+    with store.engine.connect() as conn:
+        agents = list(
+            conn.execute(
+                sa.select(c.agent).where(c.body.is_not(None)).distinct().order_by(c.agent)
+            ).scalars()
+        )
+        for agent in agents:
+            body = conn.execute(
+                sa.select(c.body)
+                .where(c.agent == agent, c.body.is_not(None))
+                .order_by(c.recorded_at.desc(), c.shard.desc(), c.seq.desc())
+                .limit(1)
+            ).scalar_one()
+            out[agent] = DecisionRecord.from_json(body).recipient
+    return out
+
+
+def policy_recipients(policy: Policy) -> dict[str, Recipient]:
+    """agent -> its recipient as the policy declares it (for agents with no record yet)."""
+    return {
+        name: Recipient(name=name, **agent.recipient.model_dump())
+        for name, agent in policy.agents.items()
+    }
+
+
+def no_subject_records(what: str = "customer id") -> str:
+    """What to say when no record names a subject, and how to check the id."""
+    return (
+        f"no records for this {what}: check it is spelled exactly as the customer system"
+        " writes it (case and punctuation count), and that the pseudonym key is the"
+        " gateway's own (with another key every id looks unknown); records pruned by"
+        " retention no longer name their subject"
+    )
+
+
+def unknown_agent(agent: str, known: Iterable[str]) -> str:
+    """What to say about an agent name no record and no policy names."""
+    names = ", ".join(sorted(set(known))) or "none yet"
+    return f"unknown agent {agent!r}: no record names it; known agents: {names}"

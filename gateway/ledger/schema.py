@@ -106,13 +106,63 @@ checkpoints = sa.Table(
 )
 
 
+# Signed log checkpoints (C2SP tlog-checkpoint notes over every shard). The latest is
+# always kept, older ones only where the total size crossed a multiple of
+# ``checkpoint_every`` (``kept``), or where the next one was signed by another key (so the
+# key that sealed each record can be told from the checkpoints).
+log_checkpoints = sa.Table(
+    "ledger_log_checkpoints",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("tree_size", sa.BigInteger, nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),  # the gateway key that signed it
+    sa.Column("note", sa.Text, nullable=False),  # the whole signed note
+    sa.Column("kept", sa.Boolean, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+)
+
+# Witness cosignatures of log checkpoints, as handed in (verified by ``verify`` with the
+# witnesses' public keys; stored unverified).
+cosignatures = sa.Table(
+    "ledger_cosignatures",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("witness", sa.String(200), nullable=False),  # the cosigner's key name
+    sa.Column("key_id", sa.String(8), nullable=False),  # its note key ID, hex
+    sa.Column("tree_size", sa.BigInteger, nullable=False),
+    sa.Column("cosigned_at", sa.BigInteger, nullable=False),  # POSIX time it claims
+    sa.Column("checkpoint", sa.Text, nullable=False),  # the log-signed checkpoint note
+    sa.Column("line", sa.Text, nullable=False),  # the cosignature line
+    sa.Column("added_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("line", name="uq_ledger_cosignatures_line"),
+)
+
+# Gateway signing-key hand-overs (signed notes from the old key to the new one).
+key_history = sa.Table(
+    "ledger_key_history",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("old_key_id", sa.String(64), nullable=False),
+    sa.Column("new_key_id", sa.String(64), nullable=False),
+    sa.Column("handed_over_at", sa.String(40), nullable=False),
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("recorded_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("old_key_id", "new_key_id", name="uq_ledger_key_history_pair"),
+)
+
+
 def _v1_initial(conn: Connection) -> None:
     metadata.create_all(conn, tables=[shards, prunes, records, terms, checkpoints])
+
+
+def _v2_log_trust(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[log_checkpoints, cosignatures, key_history])
 
 
 # Append only: a released migration is never edited, a change is a new entry.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial tables", _v1_initial),
+    (2, "log checkpoints, cosignatures, key history", _v2_log_trust),
 ]
 LATEST = MIGRATIONS[-1][0]
 

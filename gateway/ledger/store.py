@@ -1,10 +1,15 @@
 """The disclosure-log store: SQLAlchemy Core over SQLite (default) or PostgreSQL.
 
 Records are appended in batches to a *shard* (e.g. the disclosure-topic partition a sink
-worker owns). Each shard is its own append-only sequence with its own Merkle tree, so
-writers on different shards only meet at the unique record-id index. An append is one
-transaction: the rows, the new tree head and, every ``checkpoint_every`` records, a signed
+worker owns). Each shard is its own append-only sequence with its own Merkle tree. An
+append is one transaction: the rows, the new shard head, a signed *log checkpoint* over
+every shard's head and, every ``checkpoint_every`` records of the shard, a signed shard
 checkpoint become durable together, before the caller releases any agent message.
+
+Log checkpoints are signed one at a time, in commit order (on PostgreSQL under a
+transaction-scoped advisory lock taken just before the shard heads are read), so each one
+extends the one before it: no shard ever shrinks from one to the next. Writers on
+different shards prepare their rows in parallel and only queue for that last step.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from sqlalchemy.engine import Connection, Engine
 from gateway.crypto import SigningKey
 from gateway.errors import LedgerError, VerificationError
 from gateway.ledger import schema as t
-from gateway.ledger.checkpoints import Checkpoint, Sealer
+from gateway.ledger.checkpoints import Checkpoint, RowSeals
+from gateway.ledger.keyhistory import KeyRing, key_ring, load_handovers
+from gateway.ledger.logcheckpoint import DEFAULT_ORIGIN, LogCheckpoint, ShardHead, check_origin
 from gateway.ledger.merkle import Frontier, leaf_hash
 from gateway.records import DecisionRecord
 
@@ -34,6 +41,7 @@ NO_LEDGER_HINT = (
 )
 _IN_CHUNK = 500  # ids per IN (...) clause: well under SQLite's bound-parameter limit
 _RETRIES = 3
+_LOG_CHECKPOINT_LOCK = 7261732  # PostgreSQL advisory lock: one log checkpoint at a time
 
 
 def utc_naive(when: datetime) -> datetime:
@@ -54,6 +62,7 @@ class AppendResult:
     duplicates: tuple[str, ...]
     tree_size: int
     checkpoint: Checkpoint | None = None
+    log_checkpoint: LogCheckpoint | None = None
 
     def is_duplicate(self, record_id: str) -> bool:
         return record_id in self.duplicates
@@ -120,12 +129,21 @@ def open_store(
     signer: SigningKey | None = None,
     checkpoint_every: int = 1000,
     create: bool = True,
+    origin: str | None = None,
 ) -> LedgerStore:
     """Open (and with ``create``, make or upgrade) the ledger at ``url``.
 
     ``signer`` is needed to append, checkpoint and prune; readers leave it out. With
-    ``create=False`` a missing ledger is an error that says how to make one.
+    ``create=False`` a missing ledger is an error that says how to make one. ``origin``
+    (GATEWAY_LOG_ORIGIN) names the log in the log checkpoints it signs; a log keeps the
+    origin it was first checkpointed under, and None means "the log's own origin"
+    (``DEFAULT_ORIGIN`` for a log without checkpoints).
     """
+    if origin is not None:
+        try:
+            check_origin(origin)
+        except ValueError as exc:
+            raise LedgerError(f"{exc} (GATEWAY_LOG_ORIGIN)") from exc
     u = sa.make_url(url)
     if not create and u.get_backend_name() == "sqlite":
         db = u.database
@@ -152,7 +170,7 @@ def open_store(
     except BaseException:
         engine.dispose()
         raise
-    return LedgerStore(engine, signer=signer, checkpoint_every=checkpoint_every)
+    return LedgerStore(engine, signer=signer, checkpoint_every=checkpoint_every, origin=origin)
 
 
 @contextmanager
@@ -167,14 +185,28 @@ class LedgerStore:
     """Append, checkpoint and read the log. Thread-safe as SQLAlchemy engines are."""
 
     def __init__(
-        self, engine: Engine, *, signer: SigningKey | None = None, checkpoint_every: int = 1000
+        self,
+        engine: Engine,
+        *,
+        signer: SigningKey | None = None,
+        checkpoint_every: int = 1000,
+        origin: str | None = None,
     ) -> None:
         if checkpoint_every < 1:
             raise ValueError("checkpoint_every must be at least 1")
         self.engine = engine
         self.signer = signer
-        self.sealer = Sealer.from_signing_key(signer) if signer is not None else None
+        self.seals = RowSeals.from_signing_key(signer) if signer is not None else None
         self.checkpoint_every = checkpoint_every
+        self._origin = None if origin is None else check_origin(origin)
+        # The last log checkpoint this store signed (after its commit): no later one may
+        # show a shard smaller, whatever the database says.
+        self._last_signed: LogCheckpoint | None = None
+        # Keys trusted from this store's signing key through recorded hand-overs, and
+        # shard heads found stated by a log checkpoint signed by one of them.
+        self._ring: KeyRing | None = None
+        self._signed_heads: set[tuple[int, int, bytes]] = set()
+        self._parsed: LogCheckpoint | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -195,13 +227,13 @@ class LedgerStore:
         """A write transaction (BEGIN IMMEDIATE on SQLite), for this package's writers."""
         return _write(self.engine)
 
-    def require_signer(self, what: str) -> tuple[SigningKey, Sealer]:
-        if self.signer is None or self.sealer is None:
+    def require_signer(self, what: str) -> tuple[SigningKey, RowSeals]:
+        if self.signer is None or self.seals is None:
             raise LedgerError(
                 f"{what} needs the gateway signing key; open the store with signer="
                 " (the CLI loads it from GATEWAY_KEYS_DIR)"
             )
-        return self.signer, self.sealer
+        return self.signer, self.seals
 
     # -- appending ------------------------------------------------------------------------
 
@@ -215,7 +247,10 @@ class LedgerStore:
         for attempt in range(_RETRIES):
             try:
                 with self.write() as conn:
-                    return self._append(conn, batch, shard)
+                    result = self._append(conn, batch, shard)
+                if result.log_checkpoint is not None:
+                    self._last_signed = result.log_checkpoint
+                return result
             except sa.exc.IntegrityError:
                 # Another shard's writer committed one of these ids after our duplicate
                 # check: the retry sees it and reports it as a duplicate.
@@ -227,7 +262,7 @@ class LedgerStore:
     def _append(
         self, conn: Connection, batch: Sequence[DecisionRecord], shard: int
     ) -> AppendResult:
-        signer, sealer = self.require_signer("appending to the ledger")
+        signer, seals = self.require_signer("appending to the ledger")
         frontier = self._lock_head(conn, shard)
         seen: set[str] = set()
         duplicates: list[str] = []
@@ -248,18 +283,24 @@ class LedgerStore:
             leaf = leaf_hash(body)
             seq = frontier.size
             frontier.append(leaf)
-            rows.append(_row(rec, shard, seq, leaf, sealer.record(shard, seq, leaf), body))
+            rows.append(_row(rec, shard, seq, leaf, seals.record(shard, seq, leaf), body))
             term_rows.extend(_terms(rec))
         if rows:
             conn.execute(t.records.insert(), rows)
             if term_rows:
                 conn.execute(t.terms.insert(), term_rows)
-            self._save_head(conn, shard, frontier, sealer)
+            self._save_head(conn, shard, frontier, seals)
         checkpoint = None
         if rows and start // self.checkpoint_every != frontier.size // self.checkpoint_every:
             checkpoint = self._checkpoint(conn, shard, frontier, signer)
+        log_checkpoint = self._sign_log_checkpoint(conn, signer, seals) if rows else None
         return AppendResult(
-            shard, tuple(r["record_id"] for r in rows), tuple(duplicates), frontier.size, checkpoint
+            shard,
+            tuple(r["record_id"] for r in rows),
+            tuple(duplicates),
+            frontier.size,
+            checkpoint,
+            log_checkpoint,
         )
 
     def _existing_ids(self, conn: Connection, ids: list[str]) -> set[str]:
@@ -280,9 +321,7 @@ class LedgerStore:
             # SQLite holds the database write lock already; on PostgreSQL a concurrent
             # first append to the same shard trips the primary key and is retried.
             return Frontier()
-        if self.sealer is not None and not self.sealer.check(
-            row.seal, self.sealer.head(shard, row.size, row.frontier)
-        ):
+        if self.seals is not None and not self._head_ok(conn, row, self.seals):
             raise VerificationError(
                 f"the head of ledger shard {shard} was altered outside the gateway; appending"
                 " stopped. Run `gateway log verify` to find the damage",
@@ -296,17 +335,165 @@ class LedgerStore:
             ) from exc
         return frontier
 
-    def _save_head(self, conn: Connection, shard: int, frontier: Frontier, sealer: Sealer) -> None:
+    def _save_head(self, conn: Connection, shard: int, frontier: Frontier, seals: RowSeals) -> None:
         data = frontier.to_bytes()
         values = {
             "size": frontier.size,
             "frontier": data,
             "updated_at": _now(),
-            "seal": sealer.head(shard, frontier.size, data),
+            "seal": seals.head(shard, frontier.size, data),
         }
         done = conn.execute(t.shards.update().where(t.shards.c.shard == shard).values(values))
         if done.rowcount == 0:
             conn.execute(t.shards.insert().values(shard=shard, **values))
+
+    def _head_ok(self, conn: Connection, row: Any, seals: RowSeals) -> bool:
+        """Whether a shard head row is the gateway's: sealed under this store's key or,
+        when it was last written under a previous signing key, stated exactly by the
+        latest log checkpoint signed by a key this one trusts (through a hand-over)."""
+        if seals.check(row.seal, seals.head(row.shard, row.size, row.frontier)):
+            return True
+        head = (row.shard, row.size, bytes(row.frontier))
+        if head in self._signed_heads:
+            return True
+        latest = self._latest_log_row(conn)
+        if latest is None or self.signer is None:
+            return False
+        try:
+            cp = LogCheckpoint.parse(latest.note)
+            root = Frontier.from_bytes(row.size, row.frontier).root()
+        except (VerificationError, ValueError):
+            return False
+        if cp.shard(row.shard) != ShardHead(row.shard, row.size, root):
+            return False
+        for fresh in (False, True):
+            if fresh or self._ring is None:
+                self._ring = key_ring([self.signer.public_key()], load_handovers(conn))
+            try:
+                cp.verify(self._ring.keys)
+            except VerificationError:
+                continue
+            self._signed_heads.add(head)
+            return True
+        return False
+
+    def forget_keys(self) -> None:
+        """Drop what this store learnt from the key history (a hand-over was recorded)."""
+        self._ring = None
+
+    # -- log checkpoints ------------------------------------------------------------------
+
+    def _latest_log_row(self, conn: Connection) -> Any:
+        lc = t.log_checkpoints.c
+        q = sa.select(lc.id, lc.tree_size, lc.key_id, lc.note).order_by(lc.id.desc()).limit(1)
+        return conn.execute(q).first()
+
+    def _sign_log_checkpoint(
+        self, conn: Connection, signer: SigningKey, seals: RowSeals, *, only_if_new: bool = False
+    ) -> LogCheckpoint | None:
+        """Sign a log checkpoint over every shard head, inside the caller's transaction.
+
+        The heads are read after taking the log-checkpoint lock, so they include every
+        append committed before this one. The checkpoint must extend the latest stored
+        one and the last one this store signed (no shard smaller or gone); otherwise the
+        database was rolled back and appending stops."""
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOG_CHECKPOINT_LOCK)))
+        heads: list[ShardHead] = []
+        for row in conn.execute(sa.select(t.shards).order_by(t.shards.c.shard)):
+            if not self._head_ok(conn, row, seals):
+                raise VerificationError(
+                    f"the head of ledger shard {row.shard} was altered outside the gateway;"
+                    " appending stopped. Run `gateway log verify` to find the damage",
+                    index=row.size,
+                )
+            root = Frontier.from_bytes(row.size, row.frontier).root()
+            heads.append(ShardHead(row.shard, row.size, root))
+        prev_row = self._latest_log_row(conn)
+        prev = None
+        if prev_row is not None:
+            try:
+                prev = self._parse_note(prev_row.note)
+            except VerificationError as exc:
+                raise VerificationError(
+                    f"the latest log checkpoint (#{prev_row.id}) is damaged ({exc}); appending"
+                    " stopped. Run `gateway log verify` to find the damage"
+                ) from exc
+            if self._origin is not None and prev.origin != self._origin:
+                raise LedgerError(
+                    f"this ledger's log checkpoints name the log {prev.origin!r}, but"
+                    f" GATEWAY_LOG_ORIGIN is {self._origin!r}: set it back to {prev.origin!r}"
+                    " (a log keeps its origin for life; witnesses and saved checkpoints know"
+                    " it by that name)"
+                )
+        for before in (prev, self._last_signed):
+            if before is not None:
+                _check_extends(before, heads)
+        if not heads or (only_if_new and prev is not None and prev.shards == tuple(heads)):
+            return None
+        origin = self._origin or (prev.origin if prev is not None else DEFAULT_ORIGIN)
+        cp = LogCheckpoint.sign(signer, origin, heads)
+        self._parsed = cp
+        lc = t.log_checkpoints.c
+        every = self.checkpoint_every
+        kept = prev_row is None or prev_row.tree_size // every != cp.size // every
+        if prev_row is not None and prev_row.key_id != signer.key_id:
+            # The last checkpoint of a signing key stays: it shows which records that key
+            # sealed.
+            conn.execute(t.log_checkpoints.update().where(lc.id == prev_row.id).values(kept=True))
+        inserted = conn.execute(
+            t.log_checkpoints.insert().values(
+                tree_size=cp.size,
+                key_id=signer.key_id,
+                note=cp.to_text(),
+                kept=kept,
+                created_at=_now(),
+            )
+        ).inserted_primary_key
+        assert inserted is not None
+        new_id = inserted[0]
+        conn.execute(t.log_checkpoints.delete().where(lc.kept.is_(False), lc.id < new_id))
+        return cp
+
+    def _parse_note(self, note: str) -> LogCheckpoint:
+        """Parse a stored log checkpoint, reusing the last one parsed or signed here (the
+        latest is read back on every append)."""
+        cached = self._parsed
+        if cached is not None and cached.to_text() == note:
+            return cached
+        cp = LogCheckpoint.parse(note)
+        self._parsed = cp
+        return cp
+
+    def log_checkpoint(self) -> LogCheckpoint | None:
+        """Sign a log checkpoint now if the latest one does not state the current shard
+        heads (e.g. a ledger from before log checkpoints). Returns it, or None."""
+        signer, seals = self.require_signer("signing a log checkpoint")
+        with self.write() as conn:
+            cp = self._sign_log_checkpoint(conn, signer, seals, only_if_new=True)
+        if cp is not None:
+            self._last_signed = cp
+        return cp
+
+    @property
+    def origin(self) -> str:
+        """The log's origin: as opened with, else that of its latest log checkpoint."""
+        if self._origin is not None:
+            return self._origin
+        latest = self.latest_log_checkpoint()
+        return DEFAULT_ORIGIN if latest is None else latest.origin
+
+    def latest_log_checkpoint(self) -> LogCheckpoint | None:
+        """The newest stored log checkpoint (its signature unchecked), or None."""
+        with self.engine.connect() as conn:
+            row = self._latest_log_row(conn)
+        return None if row is None else LogCheckpoint.parse(row.note)
+
+    def log_checkpoint_notes(self) -> list[tuple[int, str]]:
+        """Every stored log checkpoint as (id, signed note), oldest first."""
+        lc = t.log_checkpoints.c
+        with self.engine.connect() as conn:
+            return [(r.id, r.note) for r in conn.execute(sa.select(lc.id, lc.note).order_by(lc.id))]
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -337,6 +524,7 @@ class LedgerStore:
                 last = self._last_checkpoint_size(conn, s)
                 if frontier.size > 0 and frontier.size != last:
                     made.append(self._checkpoint(conn, s, frontier, signer))
+        self.log_checkpoint()
         return made
 
     def _last_checkpoint_size(self, conn: Connection, shard: int) -> int:
@@ -389,6 +577,22 @@ class LedgerStore:
             return conn.execute(sa.select(sa.func.count()).select_from(t.records)).scalar_one()
 
 
+def _check_extends(before: LogCheckpoint, heads: list[ShardHead]) -> None:
+    """Raise unless every shard of ``before`` is in ``heads``, at least as large (and
+    with the same root at the same size)."""
+    now = {h.shard: h for h in heads}
+    for s in before.shards:
+        h = now.get(s.shard)
+        if h is None or h.size < s.size or (h.size == s.size and h.root != s.root):
+            have = "is gone" if h is None else f"has {h.size} records"
+            raise VerificationError(
+                f"ledger shard {s.shard} {have}, but {before.describe()} stated {s.size}:"
+                " the database was rolled back or records deleted behind the gateway;"
+                " appending stopped. Run `gateway log verify --against` a saved checkpoint",
+                index=s.size,
+            )
+
+
 def _row(
     rec: DecisionRecord, shard: int, seq: int, leaf: bytes, seal: bytes, body: bytes
 ) -> dict[str, Any]:
@@ -422,27 +626,3 @@ def _terms(rec: DecisionRecord) -> list[dict[str, Any]]:
         for p in sorted(set(rec.purposes))
     ]
     return out
-
-
-def index_columns(rec: DecisionRecord) -> dict[str, Any]:
-    """The filter columns a body implies (``verify`` compares them with the stored ones)."""
-    row = _row(rec, 0, 0, b"", b"", b"")
-    return {
-        k: row[k]
-        for k in (
-            "record_id",
-            "event_id",
-            "event_type",
-            "agent",
-            "recipient_role",
-            "outcome",
-            "subject_ref",
-            "subject_type",
-            "occurred_at",
-            "recorded_at",
-        )
-    }
-
-
-def term_set(rec: DecisionRecord) -> set[tuple[str, str]]:
-    return {(r["kind"], r["term"]) for r in _terms(rec)}

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -17,28 +17,18 @@ from gateway.crypto import SigningKey
 from gateway.errors import LedgerError, VerificationError
 from gateway.ledger import schema as t
 from gateway.ledger.checkpoints import Checkpoint
-from gateway.ledger.merkle import leaf_hash
+from gateway.ledger.logcheckpoint import LogCheckpoint
+from gateway.ledger.merkle import inclusion_proof, leaf_hash
 from gateway.ledger.proofs import build_proof, verify_bundle
 from gateway.ledger.query import RecordFilter, list_records
 from gateway.ledger.retention import prune
 from gateway.ledger.store import LedgerStore, open_store
 from gateway.ledger.verify import verify_log
 from gateway.records import DecisionRecord
-from tests.ledger_data import database, make_record, make_records
+from gateway.signed_notes import Note, NoteSignature
+from tests.ledger.data import make_record, make_records
 
-BACKENDS = [pytest.param("sqlite"), pytest.param("postgresql", marks=pytest.mark.postgres)]
 N = 100  # records per shard; checkpoints at 25, 50, 75, 100
-
-
-@pytest.fixture(params=BACKENDS)
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with database(request.param, tmp_path) as u:
-        yield u
-
-
-@pytest.fixture
-def key() -> SigningKey:
-    return SigningKey.generate()
 
 
 @pytest.fixture
@@ -139,7 +129,8 @@ def test_deleted_record_is_named_by_index(
     kind, index, _, exact = first(store)
     assert (kind, index, exact) == ("missing", 12, True)
     rep = verify_log(store)
-    assert records[N + 13].record_id in rep.first.message  # type: ignore[union-attr]
+    assert rep.first is not None
+    assert records[N + 13].record_id in rep.first.message
     assert first(public, key)[:2] == ("missing", 12)
 
 
@@ -320,21 +311,57 @@ def test_wrong_proofs_do_not_verify(
     elif tamper == "path":
         b["inclusion_path"][1] = "00" * 32
     elif tamper == "root":
-        b["checkpoint"]["root_hash"] = "ESIzRFVmd4iZqrvM3e7/ABEiM0RVZneImaq7zN3u/wA="
+        head = LogCheckpoint.parse(b["log_checkpoint"]).shard(0)
+        assert head is not None
+        b["log_checkpoint"] = b["log_checkpoint"].replace(
+            base64.b64encode(head.root).decode(), "ESIzRFVmd4iZqrvM3e7/ABEiM0RVZneImaq7zN3u/wA="
+        )
     elif tamper == "size":
-        b["checkpoint"]["tree_size"] = 99
+        b["tree_size"] = 99
     elif tamper == "signature":
-        sig = bytearray(Checkpoint.from_dict(b["checkpoint"]).signature)
-        sig[0] ^= 1
-        import base64
-
-        b["checkpoint"]["signature"] = base64.b64encode(bytes(sig)).decode()
+        note = Note.parse(b["log_checkpoint"])
+        (sig,) = note.signatures
+        flipped = bytes([sig.signature[0] ^ 1]) + sig.signature[1:]
+        forged = Note(note.text, (NoteSignature(sig.name, sig.key_id, flipped),))
+        b["log_checkpoint"] = forged.to_text()
     else:
         b["format"] = "something/else"
     with pytest.raises(VerificationError) as exc:
         verify_bundle(b, key.public_key())
     assert exc.value.record_id in (records[42].record_id, None)
     verify_bundle(good, key.public_key())
+
+
+def test_bundles_of_the_first_format_still_verify(
+    store: LedgerStore, records: list[DecisionRecord], key: SigningKey
+) -> None:
+    """A v1 bundle (a per-shard checkpoint, as `gateway log prove` wrote before log
+    checkpoints) saved by an auditor keeps verifying."""
+    rec = records[N + 42]
+    stored = store.get(rec.record_id)
+    assert stored is not None and stored.body is not None
+    cp = store.covering_checkpoint(stored.shard, stored.seq)
+    assert cp is not None
+    path = inclusion_proof(store.leaf_hashes(stored.shard, cp.tree_size), stored.seq)
+    v1 = {
+        "format": "disclosure-gateway/inclusion-proof/v1",
+        "record_id": rec.record_id,
+        "record": orjson.loads(stored.body),
+        "leaf_input": stored.body,
+        "shard": stored.shard,
+        "leaf_index": stored.seq,
+        "tree_size": cp.tree_size,
+        "inclusion_path": [h.hex() for h in path],
+        "checkpoint": cp.to_dict(),
+    }
+    res = verify_bundle(v1, key.public_key())
+    assert (res.record_id, res.tree_size, res.trusted) == (rec.record_id, cp.tree_size, "given")
+    bad = copy.deepcopy(v1)
+    bad["checkpoint"]["root_hash"] = "ESIzRFVmd4iZqrvM3e7/ABEiM0RVZneImaq7zN3u/wA="
+    with pytest.raises(VerificationError, match="not signed"):
+        verify_bundle(bad, key.public_key())
+    with pytest.raises(VerificationError, match="not signed by a trusted"):
+        verify_bundle(v1, SigningKey.generate().public_key())
 
 
 def test_proof_needs_the_right_key(store: LedgerStore, records: list[DecisionRecord]) -> None:

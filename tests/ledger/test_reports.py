@@ -22,12 +22,11 @@ from gateway.ledger.reports import (
     disclosures_over_time,
     shine_the_light_report,
     subject_report,
+    summarize_shine_the_light,
 )
 from gateway.ledger.store import LedgerStore, open_store
 from gateway.records import DecisionRecord
-from tests.ledger_data import CUSTOMERS, PROFILES, database, make_record, make_records, ref
-
-BACKENDS = [pytest.param("sqlite"), pytest.param("postgresql", marks=pytest.mark.postgres)]
+from tests.ledger.data import CUSTOMERS, PROFILES, make_record, make_records, ref
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +38,9 @@ def records() -> list[DecisionRecord]:
     return recs
 
 
-@pytest.fixture(params=BACKENDS)
-def store(
-    request: pytest.FixtureRequest, tmp_path: Path, records: list[DecisionRecord]
-) -> Iterator[LedgerStore]:
-    with (
-        database(request.param, tmp_path) as url,
-        open_store(url, signer=SigningKey.generate(), checkpoint_every=100) as s,
-    ):
+@pytest.fixture
+def store(url: str, key: SigningKey, records: list[DecisionRecord]) -> Iterator[LedgerStore]:
+    with open_store(url, signer=key, checkpoint_every=100) as s:
         for i in range(0, len(records), 64):
             s.append(records[i : i + 64], shard=i // 64 % 3)
         yield s
@@ -142,6 +136,34 @@ def test_shine_the_light(store: LedgerStore, records: list[DecisionRecord], year
     assert all(p.agent != "email" for p in rep.third_parties)
 
 
+def test_shine_the_light_states_its_answer_and_counts_own_marketing_to_any_recipient(
+    url: str, key: SigningKey
+) -> None:
+    """ "We have and follow a policy of not disclosing customers' personal information to
+    third parties for direct marketing purposes": the report says so in a sentence, and a
+    disclosure for the recipient's own marketing counts whatever role the recipient has."""
+    when = datetime(2023, 5, 1, tzinfo=UTC)
+    ours = make_record("email", "C-1001", when, seq=9100)  # our marketing, by our provider
+    rep = summarize_shine_the_light([ours], 2023)
+    assert rep.third_parties == []
+    assert rep.statement == (
+        "In 2023 no customer's personal information was disclosed to a third party for its "
+        "own direct marketing purposes."
+    )
+    theirs = make_record("email", "C-1002", when, seq=9101).model_copy(
+        update={"purposes": ["third_party_sharing.marketing"]}
+    )
+    with open_store(url, signer=key) as s:
+        s.append([ours, theirs], shard=0)
+        rep = shine_the_light_report(s, 2023)
+    assert [(p.agent, p.subjects, p.disclosures) for p in rep.third_parties] == [("email", 1, 1)]
+    assert rep.statement == (
+        "In 2023 personal information about 1 customer(s) was disclosed to 1 third party for "
+        "their own direct marketing purposes: MailRelay <Services> & Co."
+    )
+    assert rep.to_dict()["statement"] == rep.statement
+
+
 def test_chart_series(store: LedgerStore, records: list[DecisionRecord]) -> None:
     series = disclosures_over_time(store, period="month")
     disc = [r for r in records if r.outcome == "disclosed"]
@@ -199,9 +221,9 @@ def test_hostile_values_cannot_inject(tmp_path: Path) -> None:
     assert cell.startswith("'=")
     from rich.console import Console
 
-    console = Console(file=io.StringIO(), width=400)
-    render.print_table(doc, console)
-    assert "[bold]x[/bold]" in console.file.getvalue()  # type: ignore[attr-defined]
+    out = io.StringIO()
+    render.print_table(doc, Console(file=out, width=400))
+    assert "[bold]x[/bold]" in out.getvalue()
 
 
 def test_agent_report_csv_stacks_sections(store: LedgerStore) -> None:

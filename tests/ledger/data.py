@@ -1,4 +1,5 @@
-"""Realistic decision records and database URLs for the ledger tests.
+"""Realistic decision records and database URLs for the ledger tests (and the CLI, web and
+security tests that need a ledger).
 
 Agents as in the default policy: shipping, payments, email, analytics (service providers)
 and a reseller (third party, marketing purposes, business subjects only). Records span two
@@ -17,8 +18,16 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from gateway.crypto import subject_ref
-from gateway.records import DecisionRecord, Recipient, decision_id, disclosure_id
+from gateway.records import (
+    DecisionRecord,
+    Outcome,
+    Recipient,
+    RecordIds,
+    SubjectType,
+    decision_digest,
+)
 
+_IDS = RecordIds(b"ledger-test-worker-key".ljust(32, b"."))
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 MASTER = bytes(range(32))  # test pseudonym key
 
@@ -104,7 +113,7 @@ PROFILES: dict[str, tuple[list[str], list[str], list[str], list[str], list[str]]
     ),
 }
 
-CUSTOMERS = {
+CUSTOMERS: dict[str, SubjectType] = {
     "C-1001": "consumer",
     "C-1002": "consumer",
     "C-1003": "consumer",
@@ -126,11 +135,15 @@ def make_record(
     customer: str,
     when: datetime,
     *,
-    outcome: str = "disclosed",
+    outcome: Outcome = "disclosed",
     event_type: str | None = None,
     seq: int = 0,
 ) -> DecisionRecord:
     events, purposes, sent, transformed, removed = PROFILES[agent]
+    purposes_out: list[str]
+    sent_out: list[str]
+    tr_out: list[str]
+    rm_out: list[str]
     event_type = event_type or events[seq % len(events)]
     event_id = f"evt-{customer}-{seq}-{event_type}"
     if outcome == "withheld":
@@ -140,19 +153,24 @@ def make_record(
     else:
         purposes_out, sent_out, tr_out, rm_out = purposes, sent, transformed, removed
     return DecisionRecord(
-        record_id=disclosure_id(
-            event_id, agent, "erasure" if outcome == "erasure_notice" else "event"
+        # Ids as the pipeline makes them, with a fixed worker key (the event id stands in
+        # for the event's fingerprint).
+        record_id=_IDS.record_id(
+            event_id,
+            agent,
+            "erasure" if outcome == "erasure_notice" else "event",
+            decision_digest(outcome, None, sent_out, tr_out, rm_out, purposes_out, [], "policy-v1"),
         ),
-        decision_id=decision_id(event_id, "policy-v1"),
+        decision_id=_IDS.decision_id(event_id, "policy-v1"),
         event_id=event_id,
         event_type="erasure.requested" if outcome == "erasure_notice" else event_type,
         occurred_at=when - timedelta(seconds=2),
         recorded_at=when,
         subject_ref=ref(customer),
-        subject_type=CUSTOMERS[customer],  # type: ignore[arg-type]
+        subject_type=CUSTOMERS[customer],
         agent=agent,
         recipient=RECIPIENTS[agent],
-        outcome=outcome,  # type: ignore[arg-type]
+        outcome=outcome,
         reason={
             "withheld": "nothing permitted for this subject",
             "erasure_notice": "subject asked to be forgotten",
@@ -185,7 +203,7 @@ def make_records(n: int = 120, seed: int = 7) -> list[DecisionRecord]:
         when = start + timedelta(hours=i * 5 + rng.randint(0, 4), minutes=rng.randint(0, 59))
         customer = rng.choice(sorted(CUSTOMERS))
         agent = rng.choice(sorted(PROFILES))
-        outcome = "disclosed"
+        outcome: Outcome = "disclosed"
         if (agent == "reseller" and customer not in MARKETING_BUSINESSES) or rng.random() < 0.08:
             outcome = "withheld"
         out.append(make_record(agent, customer, when, outcome=outcome, seq=i))
