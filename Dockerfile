@@ -1,9 +1,11 @@
 # syntax=docker/dockerfile:1.7
 # The disclosure gateway: one image for every role (stream worker, ledger sink, review page,
-# agent consumer, key set-up); the compose file picks the role by command.
+# agent consumer, publisher, auditor, key set-up, and the Kafka set-up run as
+# `python -m gateway.kafka.provision`); the compose file picks the role by command.
 #
-# Nothing secret is in the image: keys, the database password and the reviewer password
-# are mounted at run time (files) and read through NAME_FILE variables (see the entrypoint).
+# Nothing secret is in the image: keys, the database password, the reviewer password and
+# the Kafka passwords and CA are mounted at run time (files) and read through NAME_FILE
+# variables (see the entrypoint): GATEWAY_SASL_PASSWORD_FILE becomes GATEWAY_SASL_PASSWORD.
 
 FROM python:3.11-slim AS build
 WORKDIR /src

@@ -5,14 +5,25 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # What sets one deployment apart from another on the same broker and machine.
-DEPLOYMENT_FIELDS = ("policy_path", "keys_dir", "bootstrap_servers", "input_topic",
-                     "disclosure_topic", "dead_letter_topic", "app_id", "partitions",
-                     "web_port", "ledger_url", "batch_max")
+DEPLOYMENT_FIELDS = (
+    "policy_path",
+    "keys_dir",
+    "bootstrap_servers",
+    "input_topic",
+    "disclosure_topic",
+    "dead_letter_topic",
+    "app_id",
+    "partitions",
+    "web_port",
+    "ledger_url",
+    "batch_max",
+)
 
 
 class Settings(BaseSettings):
@@ -39,18 +50,61 @@ class Settings(BaseSettings):
     app_id: str = "disclosure-gateway"
     max_event_bytes: int = Field(256 * 1024, ge=1024)
     batch_max: int = Field(500, ge=1, description="Events processed per batch at most.")
+    # faust asks the broker to hold an empty fetch for up to 1.5 s. Kafka answers as soon
+    # as data arrives; Tansu (the embedded broker) does not, so an event that arrived
+    # while the partitions were idle waited up to 1.5 s (measured: p50 1.6 s at 1k
+    # events/s). Much shorter is no good either: Tansu's memory storage scans a
+    # partition's record batches on each fetch within the wait, and with 5 ms a consumer
+    # stalls for good once a partition holds some thousands of batches (reproduced with a
+    # plain aiokafka consumer). 25 ms keeps the added latency to a few ms, survives a
+    # million-event backlog, and costs an idle worker ~5 % of a core (and Tansu as much).
+    # Under load nothing changes: every fetch finds data at once.
+    fetch_max_wait_ms: int = Field(
+        25,
+        ge=1,
+        description="How long the broker may hold an input fetch that finds no data (ms). "
+        "Against Kafka, which answers as soon as data arrives, a longer wait only saves "
+        "idle polling.",
+    )
 
-    # --- test switches (never set in production) --------------------------------------
-    unsafe_release_before_log: bool = Field(
-        False, description="TEST ONLY: release agent messages before their records are "
-        "logged, to prove the fault tests can fail.")
-    test_phase_delay_ms: int = Field(
-        0, ge=0, description="TEST ONLY: pause between the log and release phases of a batch "
-        "(widens the window a crash can hit).")
+    # --- Kafka security: TLS and SASL, for every Kafka client ----------------------------
+    # gateway.kafka.clients checks these together and turns them into each client
+    # library's options (faust, aiokafka, kafka-python, confluent-kafka).
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="How clients talk to the brokers; production: SASL_SSL.",
+    )
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = Field(
+        "SCRAM-SHA-512", description="SASL mechanism (with SASL_SSL or SASL_PLAINTEXT)."
+    )
+    sasl_username: str | None = Field(None, description="SASL user: this process's principal.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password.")
+    sasl_password_file: Path | None = Field(
+        None, description="A file holding the SASL password (instead of sasl_password)."
+    )
+    ssl_cafile: Path | None = Field(
+        None, description="PEM CA certificate(s) to trust for the brokers; empty: system CAs."
+    )
+    ssl_certfile: Path | None = Field(None, description="PEM client certificate (mutual TLS).")
+    ssl_keyfile: Path | None = Field(None, description="PEM private key of ssl_certfile.")
+    ssl_check_hostname: bool = Field(
+        True, description="Check that the broker's certificate names the host connected to."
+    )
+    # --- end of Kafka security ----------------------------------------------------------
 
     # --- crypto ----------------------------------------------------------------------
     dek_rotate_messages: int = Field(10_000, ge=1)
     dek_rotate_seconds: float = Field(3600.0, gt=0)
+    # Every envelope carries these, so each costs every message ~0.5 kB (le: what a reader
+    # accepts in one envelope).
+    envelope_handovers: int = Field(
+        2,
+        ge=0,
+        le=16,
+        description="Signing-key hand-overs each key envelope carries, the latest ones: an"
+        " agent holding one of the last N gateway keys follows a rotation on its own; one"
+        " holding an older key needs KEYS_DIR/history/signing/handover-chain (--handover).",
+    )
 
     # --- disclosure log --------------------------------------------------------------
     ledger_url: str = Field(
@@ -60,6 +114,24 @@ class Settings(BaseSettings):
     checkpoint_every: int = Field(1000, ge=1, description="Records between signed checkpoints.")
     retention_days: int | None = Field(None, ge=1)
 
+    # --- log trust (log checkpoints, witnesses) -------------------------------------------
+    log_origin: str = Field(
+        "disclosure-gateway.local/log",
+        description="The log's name in its signed checkpoints (C2SP origin line): a"
+        " schema-less URL without spaces or '+'. A log keeps it for life.",
+    )
+
+    @field_validator("log_origin")
+    @classmethod
+    def _check_log_origin(cls, value: str) -> str:
+        if not value or any(c.isspace() or c == "+" or not c.isprintable() for c in value):
+            raise ValueError("must be non-empty, without spaces, '+' or control characters")
+        if value.startswith("disclosure-gateway/"):
+            raise ValueError("disclosure-gateway/... is reserved; use e.g. example.com/log")
+        return value
+
+    # --- end log trust --------------------------------------------------------------------
+
     # --- web -------------------------------------------------------------------------
     web_host: str = "127.0.0.1"
     web_port: int = 6066
@@ -67,13 +139,50 @@ class Settings(BaseSettings):
     review_port: int = 8080
     reviewer_user: str | None = None
     reviewer_password: SecretStr | None = None
+    reviewers_file: Path | None = Field(
+        None,
+        description="Reviewer accounts, one 'user:role:scrypt-hash' line each (role viewer or"
+        " recorder; hashes from `gateway review --hash-password`), besides or instead of"
+        " GATEWAY_REVIEWER_USER, who is a viewer.",
+    )
+
+    # --- review page: proxy, login limits, verification (gateway review) -------------
+    review_external_origin: str = Field(
+        "",
+        description="The origin reviewers type when a TLS proxy is in front, e.g."
+        " https://review.example.com: posts from it are same-origin; https makes cookies"
+        " Secure.",
+    )
+    review_trust_proxy: str = Field(
+        "",
+        description="Addresses or networks of the proxy (comma-separated, e.g. 127.0.0.1)"
+        " whose X-Forwarded-For/-Proto/-Host headers are believed. Empty: none.",
+    )
+    review_login_account_failures: int = Field(
+        5, ge=1, description="Failed logins per user name within the window; more: 429."
+    )
+    review_login_client_failures: int = Field(
+        20, ge=1, description="Failed logins per client address within the window; more: 429."
+    )
+    review_login_window_seconds: float = Field(
+        900.0, gt=0, description="Seconds a failed login counts against the limits."
+    )
+    review_login_max_pending: int = Field(
+        4, ge=1, description="Password checks in flight at once; more are refused (429)."
+    )
+    review_verify_every_seconds: float = Field(
+        300.0, ge=0, description="Seconds between verifications of the log; 0: only on demand."
+    )
+    # --- end of the review page's settings --------------------------------------------
 
     def as_env(self, names: tuple[str, ...] | None = None) -> dict[str, str]:
         """``GATEWAY_<NAME>`` variables that make a subprocess (a worker started by the
         tests or the bench) load these same values; ``names`` defaults to what one
         isolated deployment on a shared broker needs."""
-        return {f"GATEWAY_{name.upper()}": str(getattr(self, name))
-                for name in (names or DEPLOYMENT_FIELDS)}
+        return {
+            f"GATEWAY_{name.upper()}": str(getattr(self, name))
+            for name in (names or DEPLOYMENT_FIELDS)
+        }
 
     @cached_property
     def signing_key_path(self) -> Path:
@@ -86,7 +195,3 @@ class Settings(BaseSettings):
     @cached_property
     def pseudonym_key_path(self) -> Path:
         return self.keys_dir / "pseudonym.key"
-
-
-def get_settings(**overrides: object) -> Settings:
-    return Settings(**overrides)  # type: ignore[arg-type]

@@ -29,12 +29,13 @@ import sqlalchemy as sa
 import yaml
 
 from gateway.cli import main
+from gateway.kafka import provision
 from gateway.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-SCHEMA = Path(__file__).resolve().parent / "data" / "compose-spec.json"
+SCHEMA = ROOT / "tests" / "data" / "compose-spec.json"
 IMAGE = "disclosure-gateway"
 
 
@@ -136,31 +137,39 @@ def test_only_loopback_ports_are_published(services: dict[str, dict[str, Any]]) 
 # --- commands and settings -----------------------------------------------------------------
 
 
-def gateway_invocations(svc: dict[str, Any]) -> list[list[str]]:
+# Commands of the image run as `python -m MODULE ...` (the Kafka set-up), with their root.
+MODULE_CLIS: dict[str, click.Command] = {"gateway.kafka.provision": provision.main}
+
+
+def gateway_invocations(svc: dict[str, Any]) -> list[tuple[click.Command, list[str]]]:
     """The `gateway ...` argument lists a service runs (entrypoint = gateway, or a shell
-    script calling it)."""
+    script calling it), or those of a `python -m MODULE` command line, each with the root
+    command that parses them."""
     cmd = svc.get("command") or []
     entry = svc.get("entrypoint")
     if entry is None:
-        return [list(cmd)]
+        return [(main, list(cmd))]
     if entry == ["gateway"]:
-        return [list(cmd)]
+        return [(main, list(cmd))]
+    if entry[:2] == ["python", "-m"]:
+        assert entry[2] in MODULE_CLIS, f"no command line known for module {entry[2]}"
+        return [(MODULE_CLIS[entry[2]], [*entry[3:], *cmd])]
     assert entry[:2] == ["/bin/sh", "-c"], entry
     script = " ".join(cmd).replace("$$", "$")
     out = []
     for part in re.split(r"&&|;|\bdo\b|\bdone\b|\n", script):
         words = shlex.split(part)
         if words and words[0] == "gateway":
-            out.append(words[1:])
+            out.append((main, words[1:]))
     assert out, f"no gateway command in {script!r}"
     return out
 
 
-def check_cli(args: list[str]) -> None:
+def check_cli(args: list[str], root: click.Command = main) -> None:
     """``args`` name an existing command, and every option is one it takes (with a valid
     choice where it has choices)."""
-    cmd: click.Command = main
-    ctx = click.Context(main)
+    cmd: click.Command = root
+    ctx = click.Context(root)
     rest = list(args)
     while isinstance(cmd, click.Group):
         assert rest, f"{args}: no subcommand"
@@ -193,8 +202,8 @@ def test_every_service_command_exists_in_the_cli(services: dict[str, dict[str, A
     for svc in services.values():
         if not ours(svc):
             continue
-        for args in gateway_invocations(svc):
-            check_cli(args)
+        for root, args in gateway_invocations(svc):
+            check_cli(args, root)
             checked += 1
     assert checked >= 7  # run x2 roles, review, agent consume, keys init/agent/show
 
@@ -206,6 +215,8 @@ def test_the_cli_check_can_fail() -> None:
         check_cli(["agent", "consume", "shipping", "--no-such-option", "x"])
     with pytest.raises(AssertionError):
         check_cli(["serve"])
+    with pytest.raises(AssertionError):
+        check_cli(["apply", "--no-such-option", "x"], provision.main)
 
 
 def settings_named(env: dict[str, Any]) -> list[str]:
@@ -218,8 +229,9 @@ def settings_named(env: dict[str, Any]) -> list[str]:
 
 def test_every_setting_passed_is_known(services: dict[str, dict[str, Any]]) -> None:
     known = set(Settings.model_fields)
-    passed = {n for s in services.values() if ours(s) for n in settings_named(
-        s.get("environment", {}))}
+    passed = {
+        n for s in services.values() if ours(s) for n in settings_named(s.get("environment", {}))
+    }
     dockerfile_env = re.findall(r"\b(GATEWAY_[A-Z0-9_]+)=", DOCKERFILE.read_text())
     passed |= set(settings_named(dict.fromkeys(dockerfile_env)))
     assert passed, "no settings found"
@@ -227,8 +239,9 @@ def test_every_setting_passed_is_known(services: dict[str, dict[str, Any]]) -> N
     assert not {n for n in passed if n.startswith(("unsafe_", "test_"))}  # test switches
 
 
-def test_secrets_are_files_not_values(compose: dict[str, Any],
-                                      services: dict[str, dict[str, Any]]) -> None:
+def test_secrets_are_files_not_values(
+    compose: dict[str, Any], services: dict[str, dict[str, Any]]
+) -> None:
     for name, svc in services.items():
         for key, value in (svc.get("environment") or {}).items():
             if re.search(r"PASSWORD|SECRET|TOKEN|PRIVATE", key):
@@ -251,14 +264,20 @@ def test_the_image_bakes_in_no_secret_and_drops_root() -> None:
         assert forbidden not in sources
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users and users[-1] not in ("root", "0")
-    ignore = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-              if line.strip() and not line.startswith("#")]
+    ignore = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert ignore[0] == "*" and "**/*.key" in ignore and "**/*.db" in ignore
 
 
 def entrypoint_script() -> str:
-    m = re.search(r"^COPY <<'EOF' /usr/local/bin/gateway-entrypoint\n(.*?)^EOF$",
-                  DOCKERFILE.read_text(), re.M | re.S)
+    m = re.search(
+        r"^COPY <<'EOF' /usr/local/bin/gateway-entrypoint\n(.*?)^EOF$",
+        DOCKERFILE.read_text(),
+        re.M | re.S,
+    )
     assert m, "the entrypoint heredoc is missing"
     return m.group(1)
 
@@ -274,10 +293,19 @@ def test_the_entrypoint_reads_secrets_from_files(tmp_path: Path) -> None:
     secret = tmp_path / "pw"
     secret.write_text("s3cret with spaces\n")
     os.chmod(secret, stat.S_IRUSR)
-    env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "PGPASSWORD_FILE": str(secret),
-           "GATEWAY_REVIEWER_PASSWORD_FILE": str(secret), "GATEWAY_PARTITIONS": "12"}
-    out = subprocess.run(["/bin/sh", str(script), "run", "--role", "gateway"], env=env,
-                         capture_output=True, text=True, timeout=30)
+    env = {
+        "PATH": f"{fake.parent}:/usr/bin:/bin",
+        "PGPASSWORD_FILE": str(secret),
+        "GATEWAY_REVIEWER_PASSWORD_FILE": str(secret),
+        "GATEWAY_PARTITIONS": "12",
+    }
+    out = subprocess.run(
+        ["/bin/sh", str(script), "run", "--role", "gateway"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     assert lines[0] == "args: run --role gateway"
@@ -285,8 +313,9 @@ def test_the_entrypoint_reads_secrets_from_files(tmp_path: Path) -> None:
     assert "GATEWAY_REVIEWER_PASSWORD=s3cret with spaces" in lines
     assert not any("_FILE=" in line for line in lines)  # the indirection is gone
     env["GATEWAY_REVIEWER_PASSWORD_FILE"] = str(tmp_path / "missing")
-    bad = subprocess.run(["/bin/sh", str(script), "review"], env=env, capture_output=True,
-                         text=True, timeout=30)
+    bad = subprocess.run(
+        ["/bin/sh", str(script), "review"], env=env, capture_output=True, text=True, timeout=30
+    )
     assert bad.returncode == 2 and "cannot read" in bad.stderr
 
 
@@ -294,6 +323,13 @@ def test_the_readme_documents_the_production_topology() -> None:
     readme = (ROOT / "README.md").read_text()
     assert "## Production deployment" in readme
     section = readme.split("## Production deployment", 1)[1]
-    for term in ("docker compose", "partitions", "--scale gateway", "KRaft", "PostgreSQL",
-                 "secrets", "gateway audit reconcile"):
+    for term in (
+        "docker compose",
+        "partitions",
+        "--scale gateway",
+        "KRaft",
+        "PostgreSQL",
+        "secrets",
+        "gateway audit reconcile",
+    ):
         assert term in section, term
