@@ -13,13 +13,30 @@ raw field value from an event (they may be logged or dead-lettered).
     │   ├── EventNotJSON
     │   ├── EventTooLarge
     │   ├── UnknownEventType
-    │   └── SchemaViolation         wrong types, missing or unknown fields
+    │   ├── SchemaViolation         wrong types, missing or unknown fields
+    │   ├── CardNumberFound         a value looks like a payment card number
+    │   ├── PublisherError          the event's publisher cannot be trusted with it
+    │   │   ├── Unsigned            no publisher signature headers
+    │   │   ├── UnknownPublisher    a publisher the policy does not declare
+    │   │   ├── BadSignature        the signature does not verify (or is malformed)
+    │   │   └── PublisherNotAllowed the publisher may not send this event type
+    │   ├── StateConflict           valid, but it contradicts the subject's state
+    │   │   ├── Superseded          a state change older than what it would override
+    │   │   ├── SubjectErased       a state change for a subject already erased
+    │   │   ├── SubjectTypeMismatch the declared subject type is not the subject's
+    │   │   └── EventIdReused       an event id seen before with other content
+    │   └── InternalError           processing the event failed on a bug (dead-lettered,
+    │                               named by the exception type only)
     ├── CryptoError                 a message cannot be trusted by an agent
     │   ├── SignatureError          key envelope not signed by the gateway
     │   ├── ContextMismatch         message bound to another agent / event / key
-    │   └── DecryptionError         wrong key or tampered ciphertext
+    │   ├── DecryptionError         wrong key or tampered ciphertext
+    │   └── KeyMismatch             an agent's own keys cannot open messages addressed to it
+    │                               (the agent consumer stops rather than skip them)
     ├── LedgerError                 disclosure log problems
     │   └── VerificationError       the log or a proof does not verify (names the record)
+    ├── DisclosureRejected          a disclosure made outside the stream cannot be recorded
+    │                               as given (the message names the field and the fix)
     └── BrokerError                 the Kafka broker cannot be reached or managed
 """
 
@@ -60,8 +77,7 @@ class EventError(GatewayError):
 
     reason = "invalid"
 
-    def __init__(self, message: str, *, event_id: str | None = None,
-                 event_type: str | None = None):
+    def __init__(self, message: str, *, event_id: str | None = None, event_type: str | None = None):
         self.event_id = event_id
         self.event_type = event_type
         super().__init__(message)
@@ -83,6 +99,69 @@ class SchemaViolation(EventError):
     reason = "schema"
 
 
+class CardNumberFound(EventError):
+    """A value in the event looks like a payment card number (Luhn-valid, 13 to 19 digits).
+    Events carry the payment processor's token instead; the event is never forwarded."""
+
+    reason = "card_number"
+
+
+class PublisherError(EventError):
+    """The event cannot be attributed to a publisher allowed to send it; nothing of it is
+    applied."""
+
+
+class Unsigned(PublisherError):
+    reason = "unsigned"
+
+
+class UnknownPublisher(PublisherError):
+    reason = "unknown_publisher"
+
+
+class BadSignature(PublisherError):
+    reason = "bad_signature"
+
+
+class PublisherNotAllowed(PublisherError):
+    reason = "publisher_not_allowed"
+
+
+class StateConflict(EventError):
+    """A valid event that the subject's state makes inapplicable: it is dead-lettered so
+    that its publisher can see why it had no effect."""
+
+
+class Superseded(StateConflict):
+    """A consent, erasure or subject-type change every field of which the subject's state
+    already holds from a later event."""
+
+    reason = "superseded"
+
+
+class SubjectErased(StateConflict):
+    """A consent or subject-type change for a subject who asked to be erased (erasure is
+    final)."""
+
+    reason = "subject_erased"
+
+
+class SubjectTypeMismatch(StateConflict):
+    reason = "subject_type_mismatch"
+
+
+class EventIdReused(StateConflict):
+    reason = "event_id_reused"
+
+
+class InternalError(EventError):
+    """Processing a valid event raised an unexpected exception: a bug, not bad input. The
+    message names the exception type only; the exception's own message could quote event
+    data."""
+
+    reason = "internal_error"
+
+
 class CryptoError(GatewayError):
     """A message an agent must not trust."""
 
@@ -99,6 +178,16 @@ class DecryptionError(CryptoError):
     pass
 
 
+class KeyMismatch(CryptoError):
+    """The agent's keys do not open a message addressed to it: its private key is not the
+    one the gateway seals for, or the gateway key it trusts did not sign the message.
+    ``position`` names the message (topic[partition]@offset)."""
+
+    def __init__(self, message: str, *, position: str | None = None):
+        self.position = position
+        super().__init__(message)
+
+
 class LedgerError(GatewayError):
     """Disclosure log store problems."""
 
@@ -106,10 +195,19 @@ class LedgerError(GatewayError):
 class VerificationError(LedgerError):
     """The log, a checkpoint or a proof failed verification. ``record_id`` names the culprit."""
 
-    def __init__(self, message: str, *, record_id: str | None = None,
-                 index: int | None = None):
+    def __init__(self, message: str, *, record_id: str | None = None, index: int | None = None):
         self.record_id = record_id
         self.index = index
+        super().__init__(message)
+
+
+class DisclosureRejected(GatewayError):
+    """A disclosure made outside the stream that cannot be recorded as given: an unknown
+    category or data use, a legal basis its kind does not rest on, a purpose the privacy
+    policy rules out. ``field`` names what to correct."""
+
+    def __init__(self, message: str, *, field: str | None = None):
+        self.field = field
         super().__init__(message)
 
 

@@ -1,35 +1,98 @@
-"""One event in, everything it causes out: the consent update, one decision per subscribed
-agent, the sealed agent messages and their decision records, or a dead letter.
+"""One event in, everything it causes out: the subject's state update, one decision per
+subscribed agent, the sealed agent messages and their decision records (or, for a subject's
+first erasure request, the :class:`~gateway.erasure.ErasureRequest` the notices are built
+from), or a dead letter.
 
-Pure (no Kafka): the stream worker and the offline replay both drive this, so what the
-replay writes is exactly what the worker would publish.
+Pure (no Kafka): the stream worker, the offline replay and the audit all drive this one
+class, so what the replay writes is exactly what the worker would publish, and the audit
+expects exactly what the worker does.
+
+Two steps, which a caller may run apart (the worker routes an event to its subject's
+partition between them):
+
+* :meth:`Pipeline.admit` takes the raw record: size, card numbers, the publisher's
+  signature, the schema, and whether the publisher may send that event type;
+* :meth:`Pipeline.decide` takes an admitted event and the subjects' states: duplicates and
+  reused ids, the declared subject type against the known one, the state change
+  (superseded, or not applicable to an erased subject), the decisions.
+
+:meth:`Pipeline.process` is both. None of them raises: a rejected input, an event the state
+makes inapplicable and an unexpected exception (a bug: ``internal_error``) all give a dead
+letter and nothing else: no records, no messages, and the states untouched, so an event
+can be sent again once fixed and then has its whole effect.
+
+An event is decided against its subject's state at the moment it is decided. A late event
+(older than a state change already applied) is decided under the restrictions now in force;
+after an erasure nothing flows to anyone, whatever the event's time. A state change older
+than what it would override is dead-lettered ``superseded`` (see :mod:`gateway.consent`).
+
+Duplicates: whoever keeps a subject partition's states keeps a :class:`DuplicateCache` for it
+beside them (same lifetime: dropped when the partition's states are) and passes it to
+:meth:`Pipeline.decide`. An event id seen with the same content is a duplicate (no output);
+with other content it is dead-lettered ``event_id_reused``. Record ids are content-addressed
+(:class:`~gateway.records.RecordIds`), so where no cache reaches, a redelivery decided the
+same way still gets the same ids, and a different event under a reused id its own.
+
+``verify=False`` skips the publisher check. Only for input an operator vouches for (the
+offline ``gateway replay`` of a file): its signatures are not on the file.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass, field
+import logging
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, MutableMapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from gateway.consent import ConsentState, apply_event
+from gateway.consent import (
+    ERASURE,
+    STATE_EVENTS,
+    ConsentState,
+    apply_change,
+    change_of,
+    changes_state,
+    stamp_of,
+)
 from gateway.crypto import Sealer, derive_key, subject_ref
-from gateway.engine import Decision, Engine
-from gateway.errors import EventError, EventTooLarge
-from gateway.events import Event, parse_event, raw_event_id, safe_field_name
-from gateway.policy import Policy
-from gateway.records import DecisionRecord, Recipient, decision_id, disclosure_id, payload_digest
+from gateway.engine import NOTICE_LEGAL_BASIS, NOTICE_PURPOSE, Decision, Engine
+from gateway.erasure import ErasureRequest, erasure_notices
+from gateway.errors import (
+    EventError,
+    EventIdReused,
+    EventTooLarge,
+    InternalError,
+    PublisherError,
+    StateConflict,
+    SubjectErased,
+    SubjectTypeMismatch,
+    Superseded,
+)
+from gateway.events import (
+    _EVENT_ID,
+    Event,
+    parse_event,
+    raw_event_id,
+    safe_field_name,
+)
+from gateway.policy import Policy, TimestampPrecision
+from gateway.publishers import Headers, PublisherRegistry
+from gateway.records import DecisionRecord, Recipient, RecordIds, decision_digest, payload_digest
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class AgentMessage:
     agent: str
     topic: str
-    # The subject as this agent may know it (its own keyed pseudonym): keeps one subject's
+    # The subject as this agent knows it (its own keyed pseudonym): keeps one subject's
     # messages in order on one partition without putting a raw customer id in Kafka keys.
     key: bytes
     value: bytes
@@ -39,7 +102,9 @@ class AgentMessage:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A rejected input, redacted: the reason and the shape of the input, no values."""
+    """A rejected input, redacted: the reason and the shape of the input, no values.
+    ``position`` is where the input was read (``{"topic", "partition", "offset"}``), when a
+    stream knows it."""
 
     event_id: str
     reason: str
@@ -48,21 +113,92 @@ class DeadLetter:
     digest: str
     received_at: str
     shape: Any = None
+    position: dict[str, Any] | None = None
+
+    def at(self, topic: str, partition: int, offset: int) -> DeadLetter:
+        """This dead letter with the input's position."""
+        return replace(self, position={"topic": topic, "partition": partition, "offset": offset})
 
     def to_json(self) -> bytes:
-        return orjson.dumps({
-            "event_id": self.event_id, "reason": self.reason, "error": self.error,
-            "size": self.size, "digest": self.digest, "received_at": self.received_at,
+        doc: dict[str, Any] = {
+            "event_id": self.event_id,
+            "reason": self.reason,
+            "error": self.error,
+            "size": self.size,
+            "digest": self.digest,
+            "received_at": self.received_at,
             "shape": self.shape,
-        })
+        }
+        if self.position is not None:
+            doc["position"] = self.position
+        return orjson.dumps(doc)
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """An event that passed :meth:`Pipeline.admit`: its exact bytes, the parsed event, and
+    the publisher that signed it (None when the input was not verified)."""
+
+    value: bytes
+    event: Event
+    publisher: str | None
 
 
 @dataclass(slots=True)
-class Outcome:
+class EventResult:
+    """Everything one input event caused: its decision records and agent messages (or, for
+    a subject's first erasure request, the erasure request to log), or (and then nothing
+    else) its dead letter. ``duplicate``: the event was decided before (same id, same
+    content); it causes nothing again."""
+
     event: Event | None = None
     records: list[DecisionRecord] = field(default_factory=list)
     messages: list[AgentMessage] = field(default_factory=list)
     dead_letter: DeadLetter | None = None
+    duplicate: bool = False
+    erasure_request: ErasureRequest | None = None
+
+
+class DuplicateCache:
+    """The ids of events recently decided on one subject partition, with their content
+    fingerprints (bounded: least recently seen first out). Kept by whoever keeps that
+    partition's states, for as long as it keeps them."""
+
+    def __init__(self, size: int = 100_000):
+        if size < 1:
+            raise ValueError("size must be at least 1")
+        self.size = size
+        self._seen: OrderedDict[str, str] = OrderedDict()
+
+    def get(self, event_id: str) -> str | None:
+        fp = self._seen.get(event_id)
+        if fp is not None:
+            self._seen.move_to_end(event_id)
+        return fp
+
+    def add(self, event_id: str, event_fp: str) -> None:
+        self._seen[event_id] = event_fp
+        self._seen.move_to_end(event_id)
+        if len(self._seen) > self.size:
+            self._seen.popitem(last=False)
+
+    def clear(self) -> None:
+        self._seen.clear()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+def cut_time(value: datetime, precision: TimestampPrecision) -> str:
+    """``value`` (UTC) as an agent may know it: cut to the day, hour, minute or second."""
+    value = value.astimezone(UTC).replace(tzinfo=None, microsecond=0)
+    if precision == "day":
+        value = value.replace(hour=0, minute=0, second=0)
+    elif precision == "hour":
+        value = value.replace(minute=0, second=0)
+    elif precision == "minute":
+        value = value.replace(second=0)
+    return value.isoformat(timespec="seconds") + "Z"
 
 
 def redacted_shape(obj: Any, depth: int = 0) -> Any:
@@ -85,28 +221,54 @@ def redacted_shape(obj: Any, depth: int = 0) -> Any:
     return f"<{type(obj).__name__}>"
 
 
+def _claimed_id(raw: bytes) -> str | None:
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    candidate = obj.get("event_id") if isinstance(obj, dict) else None
+    return candidate if isinstance(candidate, str) and _EVENT_ID.match(candidate) else None
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
 class Pipeline:
-    def __init__(self, engine: Engine, sealers: dict[str, Sealer], pseudonym_master: bytes,
-                 *, max_event_bytes: int = 256 * 1024, now: Callable[[], datetime] = _now):
+    def __init__(
+        self,
+        engine: Engine,
+        sealers: dict[str, Sealer],
+        pseudonym_master: bytes,
+        *,
+        worker_key: bytes,
+        publishers: PublisherRegistry | None = None,
+        max_event_bytes: int = 256 * 1024,
+        now: Callable[[], datetime] = _now,
+    ):
         self.engine = engine
         self.policy: Policy = engine.policy
         self.sealers = sealers
         self.master = pseudonym_master
+        # No registry: no publisher is declared, so every verified event is refused.
+        self.publishers = publishers if publishers is not None else PublisherRegistry()
+        self.ids = RecordIds(worker_key)
         self.max_event_bytes = max_event_bytes
         self.now = now
         self.policy_version = engine.policy_version
         self.recipients = {
-            name: Recipient(name=name, legal_name=a.recipient.legal_name,
-                            address=a.recipient.address, role=a.recipient.role,
-                            contract=a.recipient.contract)
+            name: Recipient(
+                name=name,
+                legal_name=a.recipient.legal_name,
+                address=a.recipient.address,
+                role=a.recipient.role,
+                contract=a.recipient.contract,
+            )
             for name, a in self.policy.agents.items()
         }
         self._subject_refs: dict[str, str] = {}
         self._message_keys: dict[tuple[str, str], bytes] = {}
+        # Whether the engine can be told that the subject type is only declared, not known.
 
     @classmethod
     def pseudonym_keys(cls, policy: Policy, master: bytes) -> dict[str, bytes]:
@@ -121,14 +283,25 @@ class Pipeline:
         return ref
 
     def message_key(self, agent: str, customer_id: str) -> bytes:
+        """The agent's pseudonym of the subject: its messages' Kafka key, and ``subject``
+        in their ``_gateway`` block."""
         got = self._message_keys.get((agent, customer_id))
         if got is None:
             if len(self._message_keys) > 100_000:  # bounded: memory stays flat
                 self._message_keys.clear()
             key = self.engine.pseudonym_keys[agent]
-            got = self._message_keys[(agent, customer_id)] = hmac.new(
-                key, b"key:" + customer_id.encode(), hashlib.sha256).hexdigest()[:32].encode()
+            got = self._message_keys[(agent, customer_id)] = (
+                hmac.new(key, b"key:" + customer_id.encode(), hashlib.sha256)
+                .hexdigest()[:32]
+                .encode()
+            )
         return got
+
+    def agent_ref(self, agent: str, event_fp: str) -> str:
+        """The agent's own reference for an event (24 hex characters): keyed with the
+        agent's pseudonym key, so no two agents' references for one event are related."""
+        key = self.engine.pseudonym_keys[agent]
+        return hmac.digest(key, b"ref:" + event_fp.encode(), "sha256").hex()[:24]
 
     def dead_letter(self, raw: bytes, err: EventError) -> DeadLetter:
         shape = None
@@ -138,110 +311,374 @@ class Pipeline:
             except orjson.JSONDecodeError:
                 shape = None
         return DeadLetter(
-            event_id=err.event_id or raw_event_id(raw), reason=err.reason, error=str(err),
-            size=len(raw), digest="sha256:" + hashlib.sha256(raw).hexdigest(),
-            received_at=self.now().isoformat(), shape=shape,
+            event_id=err.event_id or raw_event_id(raw),
+            reason=err.reason,
+            error=str(err),
+            size=len(raw),
+            digest="sha256:" + hashlib.sha256(raw).hexdigest(),
+            received_at=self.now().isoformat(),
+            shape=shape,
         )
 
-    def process(self, raw: bytes, states: MutableMapping[str, ConsentState]) -> Outcome:
-        """Process one raw event against (and update) the consent ``states``."""
-        try:
-            event = parse_event(raw, self.max_event_bytes)
-        except EventError as e:
-            return Outcome(dead_letter=self.dead_letter(raw, e))
-        return self.process_event(event, states)
+    # --- the two steps ---------------------------------------------------------------------
 
-    def process_event(self, event: Event, states: MutableMapping[str, ConsentState]) -> Outcome:
+    def admit(
+        self, value: bytes, headers: Headers | None = None, *, verify: bool = True
+    ) -> Admitted | DeadLetter:
+        """The event in ``value`` if it may be decided: not too large, no card number, signed
+        by a declared publisher (unless not ``verify``), schema-valid, of a type the
+        publisher may send. Else its dead letter. Never raises."""
+        try:
+            if len(value) > self.max_event_bytes:
+                raise EventTooLarge(
+                    f"event is {len(value)} bytes, the limit is {self.max_event_bytes}"
+                    " (GATEWAY_MAX_EVENT_BYTES)"
+                )
+            # (parse_event scans for card numbers before anything else reads the event.)
+            publisher = self.publishers.verify(value, headers) if verify else None
+            event = parse_event(value, self.max_event_bytes)
+            if publisher is not None:
+                try:
+                    self.publishers.authorise(publisher, event.event_type)
+                except EventError as e:
+                    e.event_id = event.event_id
+                    raise
+        except EventError as e:
+            if isinstance(e, PublisherError) and e.event_id is None:
+                # Refused before parsing: name the event by the id it claims, so that its
+                # publisher can find it (only an id of the envelope's own shape is echoed).
+                e.event_id = _claimed_id(value)
+            return self.dead_letter(value, e)
+        except Exception as e:
+            dead = self._crashed(value, e, None).dead_letter
+            assert dead is not None
+            return dead
+        return Admitted(value, event, publisher.name if publisher is not None else None)
+
+    def decide(
+        self,
+        admitted: Admitted,
+        states: MutableMapping[str, ConsentState],
+        *,
+        seen: DuplicateCache | None = None,
+    ) -> EventResult:
+        """Everything an admitted event causes, updating its subject's state in ``states``
+        (keyed by customer id) to match. ``seen`` recognises duplicates and reused ids
+        among the events decided before on the same subject partition (None: no such
+        check). Never raises; a dead letter leaves ``states`` and ``seen`` as they were
+        (``seen`` does learn the id of an event the state made inapplicable)."""
+        event = admitted.event
+        try:
+            out = self._decide(event, states, seen)
+        except StateConflict as e:
+            if seen is not None and not isinstance(e, EventIdReused):
+                seen.add(event.event_id, event.event_fp)
+            return EventResult(dead_letter=self.dead_letter(admitted.value, e))
+        except Exception as e:
+            return self._crashed(admitted.value, e, event.event_id)
+        if seen is not None and not out.duplicate:
+            seen.add(event.event_id, event.event_fp)
+        return out
+
+    def process(
+        self,
+        value: bytes,
+        states: MutableMapping[str, ConsentState],
+        headers: Headers | None = None,
+        *,
+        verify: bool = True,
+        seen: DuplicateCache | None = None,
+    ) -> EventResult:
+        """:meth:`admit` then :meth:`decide`. Never raises an ``Exception``: a rejected
+        input is dead-lettered with its reason, and an unexpected exception with reason
+        ``internal_error`` (logged with its traceback, the dead letter naming only the
+        exception type). Either way ``states`` are left as they were."""
+        got = self.admit(value, headers, verify=verify)
+        if isinstance(got, DeadLetter):
+            return EventResult(dead_letter=got)
+        return self.decide(got, states, seen=seen)
+
+    def _crashed(self, raw: bytes, exc: Exception, event_id: str | None) -> EventResult:
+        """A bug must neither stop the stream nor pass the event silently: log it with its
+        traceback and dead-letter the event, naming the exception's type only."""
+        # The traceback's frames, not the exception's message: a message may quote the event
+        # (a KeyError names the missing key, a ValueError the bad value), and logs hold no PI.
+        frames = "".join(traceback.format_tb(exc.__traceback__))
+        log.error(
+            "internal error processing event %s (dead-lettered): %s\n%s",
+            event_id or raw_event_id(raw),
+            type(exc).__name__,
+            frames,
+        )
+        err = InternalError(f"internal error: {type(exc).__name__}", event_id=event_id)
+        return EventResult(dead_letter=self.dead_letter(raw, err))
+
+    def _decide(
+        self,
+        event: Event,
+        states: MutableMapping[str, ConsentState],
+        seen: DuplicateCache | None,
+    ) -> EventResult:
+        etype = event.event_type
+        if seen is not None:
+            known = seen.get(event.event_id)
+            if known == event.event_fp:
+                return EventResult(event=event, duplicate=True)
+            if known is not None:
+                raise EventIdReused(
+                    f"event id already used by an event with other content (fingerprint "
+                    f"{known[:12]}…, this one {event.event_fp[:12]}…); give every event its "
+                    "own id",
+                    event_id=event.event_id,
+                    event_type=etype,
+                )
         before = states.get(event.customer_id) or ConsentState()
+        if (
+            etype not in STATE_EVENTS
+            and before.subject_type is not None
+            and event.subject_type != before.subject_type
+        ):
+            # A state change's declared type claims nothing it acts on: only events that
+            # are decided for agents are held to the subject's type.
+            raise SubjectTypeMismatch(
+                f"the event declares subject type {event.subject_type}, the subject is a "
+                f"{before.subject_type}; a subject's type changes only through "
+                "customer.type_changed",
+                event_id=event.event_id,
+                event_type=etype,
+            )
         data = event.body.get("data", {})
-        state = apply_event(before, event.event_type, event.subject_type,
-                            event.body["occurred_at"], data)
-        out = Outcome(event=event)
-        decisions: list[Decision]
-        if event.event_type == "erasure.requested" and not before.erased:
-            decisions = self._erasure_notices(event, before)
+        if not changes_state(etype, data):
+            state = before
+            out = EventResult(event=event)
+            self._decisions(event, state, out)
+            return out
+        stamp = stamp_of(event.occurred_at, event.event_id)
+        applied = apply_change(before, change_of(etype, event.subject_type, stamp, data))
+        if etype in STATE_EVENTS and etype != ERASURE:
+            if applied.status == "erased":
+                raise SubjectErased(
+                    "the subject asked to be erased: erasure is final, no later change applies",
+                    event_id=event.event_id,
+                    event_type=etype,
+                )
+            if applied.status == "superseded":
+                raise Superseded(
+                    "not applied: every field this change sets was set by a later event "
+                    "(by occurred_at, then event id)",
+                    event_id=event.event_id,
+                    event_type=etype,
+                )
+            if applied.status == "already":
+                # This very change is in the state already (a redelivery the cache no
+                # longer remembers): it causes nothing again.
+                return EventResult(event=event, duplicate=True)
+        state = applied.state
+        out = EventResult(event=event)
+        if etype == ERASURE:
+            if not before.erased:
+                out.erasure_request = self.erasure_request(event, before)
         else:
-            decisions = [
-                self.engine.decide(agent, event.event_type, event.body, event.subject_type,
-                                   state, event.reference_date)
-                for agent in self.engine.subscribers.get(event.event_type, ())
-            ]
-        got = set()
-        dec_id = decision_id(event.event_id, self.policy_version)
-        for d in decisions:
-            rec, msg = self._emit(event, d, dec_id)
-            out.records.append(rec)
-            if msg is not None:
-                out.messages.append(msg)
-                got.add(d.agent)
-        if got:
-            state = state.with_recipients(got)
+            self._decisions(event, state, out)
+        # The one write, after everything that can fail: an exception above leaves the
+        # subject's state as it was (the event then has no effect at all).
         if state != before:
             states[event.customer_id] = state
         return out
 
-    def _erasure_notices(self, event: Event, before: ConsentState) -> list[Decision]:
-        notices = []
-        for agent in sorted(before.recipients & set(self.policy.agents)):
-            payload = {
-                "notice": "erasure",
-                "event_id": event.event_id,
-                "requested_at": event.body["occurred_at"],
-                "subject": self.engine.subject_reference_for(agent, event.customer_id,
-                                                             event.reference_date),
-                "instruction": "Delete all personal data you received about this subject "
-                               "from us, and confirm to the controller.",
-            }
-            notices.append(Decision(agent, "erasure_notice", None, payload,
-                                    purposes=["essential.legal_obligation"],
-                                    legal_bases=["legal_obligation"],
-                                    consent=["erasure_requested"]))
-        return notices
+    def _decisions(self, event: Event, state: ConsentState, out: EventResult) -> None:
+        agents = self.engine.subscribers.get(event.event_type, ())
+        if not agents:
+            return
+        verified = state.subject_type is not None
+        stype = state.subject_type if state.subject_type is not None else event.subject_type
+        consulted = state.consulted(event.subject_type)
+        bodies: dict[str, dict[str, Any]] = {}
+        dec_id = self.ids.decision_id(event.event_fp, self.policy_version)
+        for agent in agents:
+            precision = self.policy.agents[agent].timestamp_precision
+            body = bodies.get(precision)
+            if body is None:
+                # No publisher event id reaches an agent, and no time more precise than
+                # its purpose needs: both would let agents join their data.
+                body = {k: v for k, v in event.body.items() if k != "event_id"}
+                body["occurred_at"] = cut_time(event.occurred_at, precision)
+                bodies[precision] = body
+            d = self.engine.decide(
+                agent,
+                event.event_type,
+                body,
+                stype,
+                state,
+                event.reference_date,
+                subject_type_verified=verified,
+            )
+            rec, msg = self._emit(event, d, dec_id, stype, consulted)
+            out.records.append(rec)
+            if msg is not None:
+                out.messages.append(msg)
 
-    def _emit(self, event: Event, d: Decision,
-              dec_id: str) -> tuple[DecisionRecord, AgentMessage | None]:
+    def _emit(
+        self,
+        event: Event,
+        d: Decision,
+        dec_id: str,
+        subject_type: str,
+        consulted: dict[str, Any],
+    ) -> tuple[DecisionRecord, AgentMessage | None]:
         agent = self.policy.agents[d.agent]
-        kind = "erasure" if d.outcome == "erasure_notice" else "event"
-        did = disclosure_id(event.event_id, d.agent, kind)
+        digest_of_decision = decision_digest(
+            d.outcome,
+            d.reason,
+            d.paths_sent,
+            d.paths_transformed,
+            d.paths_removed,
+            d.purposes,
+            d.legal_bases,
+            self.policy_version,
+        )
+        rid = self.ids.record_id(event.event_fp, d.agent, "event", digest_of_decision)
         key_id = digest = topic = None
         msg = None
         if d.payload is not None:
+            key = self.message_key(d.agent, event.customer_id)
+            ref = self.agent_ref(d.agent, event.event_fp)
             body = dict(d.payload)
             body["_gateway"] = {
-                "disclosure_id": did,
+                "disclosure_id": rid,
+                "ref": ref,
+                "subject": key.decode(),
                 "purposes": d.purposes,
                 "removed": d.paths_removed,
                 "transformed": d.paths_transformed,
                 "policy_version": self.policy_version,
             }
             sealed = self.sealers[d.agent].seal(
-                orjson.dumps(body), event_id=event.event_id, disclosure_id=did,
-                kind="erasure_notice" if kind == "erasure" else "disclosure")
+                orjson.dumps(body), ref=ref, disclosure_id=rid, kind="disclosure"
+            )
             key_id, digest, topic = sealed.key_id, payload_digest(sealed.message), agent.topic
-            msg = AgentMessage(d.agent, agent.topic,
-                               self.message_key(d.agent, event.customer_id), sealed.message,
-                               did, "erasure_notice" if kind == "erasure" else "disclosure")
+            msg = AgentMessage(d.agent, agent.topic, key, sealed.message, rid, "disclosure")
         # Built from trusted, already-validated values: skip pydantic validation (hot path).
         rec = DecisionRecord.trusted(
-            record_id=did,
+            record_id=rid,
             decision_id=dec_id,
             event_id=event.event_id,
             event_type=event.event_type,
             occurred_at=event.occurred_at,
             recorded_at=self.now(),
             subject_ref=self.subject_ref(event.customer_id),
-            subject_type=event.subject_type,  # type: ignore[arg-type]
+            subject_type=subject_type,
             agent=d.agent,
             recipient=self.recipients[d.agent],
-            outcome=d.outcome,  # type: ignore[arg-type]
+            outcome=d.outcome,
             reason=d.reason,
-            purposes=d.purposes, legal_bases=d.legal_bases,
-            categories_sent=d.categories_sent, categories_transformed=d.categories_transformed,
+            purposes=d.purposes,
+            legal_bases=d.legal_bases,
+            categories_sent=d.categories_sent,
+            categories_transformed=d.categories_transformed,
             categories_removed=d.categories_removed,
-            paths_sent=d.paths_sent, paths_transformed=d.paths_transformed,
+            paths_sent=d.paths_sent,
+            paths_transformed=d.paths_transformed,
             paths_removed=d.paths_removed,
             consent=d.consent,
             policy_version=self.policy_version,
-            key_id=key_id, payload_digest=digest, topic=topic,
+            key_id=key_id,
+            payload_digest=digest,
+            topic=topic,
+            event_fp=event.event_fp,
+            consent_state=consulted,
         )
         return rec, msg
+
+    # --- erasure ---------------------------------------------------------------------------
+
+    def erasure_request(self, event: Event, before: ConsentState) -> ErasureRequest:
+        """The control message for a subject's first erasure request."""
+        stype = before.subject_type or event.subject_type
+        return ErasureRequest(
+            event_id=event.event_id,
+            event_fp=event.event_fp,
+            requested_at=event.body["occurred_at"],
+            subject_type=stype,
+            subject_refs=[self.subject_ref(event.customer_id)],
+            agent_subjects={
+                agent: [self.message_key(agent, event.customer_id).decode()]
+                for agent in self.policy.agents
+            },
+            policy_version=self.policy_version,
+        )
+
+    def erasure_outputs(
+        self, request: ErasureRequest, records: Iterable[DecisionRecord]
+    ) -> EventResult:
+        """The notice records and sealed notices for ``request``, built from ``records``
+        (the log up to the request: the subject's disclosures among them)."""
+        out = EventResult()
+        notices = erasure_notices(
+            request, records, self.agent_ref, agents=[a for a in self.policy.agents]
+        )
+        requested = datetime.fromisoformat(request.requested_at.replace("Z", "+00:00"))
+        dec_id = self.ids.decision_id(request.event_fp, self.policy_version)
+        for agent_name, payload in notices:
+            agent = self.policy.agents[agent_name]
+            purposes, bases = [NOTICE_PURPOSE], [NOTICE_LEGAL_BASIS]
+            digest_of_decision = decision_digest(
+                "erasure_notice", None, [], [], [], purposes, bases, self.policy_version
+            )
+            rid = self.ids.record_id(request.event_fp, agent_name, "erasure", digest_of_decision)
+            subjects = request.agent_subjects.get(agent_name) or [""]
+            body = dict(payload)
+            body["_gateway"] = {
+                "disclosure_id": rid,
+                "ref": payload["ref"],
+                "subject": subjects[0],
+                "purposes": purposes,
+                "removed": [],
+                "transformed": [],
+                "policy_version": self.policy_version,
+            }
+            sealed = self.sealers[agent_name].seal(
+                orjson.dumps(body), ref=payload["ref"], disclosure_id=rid, kind="erasure_notice"
+            )
+            out.messages.append(
+                AgentMessage(
+                    agent_name,
+                    agent.topic,
+                    subjects[0].encode(),
+                    sealed.message,
+                    rid,
+                    "erasure_notice",
+                )
+            )
+            out.records.append(
+                DecisionRecord.trusted(
+                    record_id=rid,
+                    decision_id=dec_id,
+                    event_id=request.event_id,
+                    event_type=ERASURE,
+                    occurred_at=requested,
+                    recorded_at=self.now(),
+                    subject_ref=request.subject_refs[0],
+                    subject_type=request.subject_type,
+                    agent=agent_name,
+                    recipient=self.recipients[agent_name],
+                    outcome="erasure_notice",
+                    reason=None,
+                    purposes=purposes,
+                    legal_bases=bases,
+                    categories_sent=[],
+                    categories_transformed=[],
+                    categories_removed=[],
+                    paths_sent=[],
+                    paths_transformed=[],
+                    paths_removed=[],
+                    consent=["erasure_requested"],
+                    policy_version=self.policy_version,
+                    key_id=sealed.key_id,
+                    payload_digest=payload_digest(sealed.message),
+                    topic=agent.topic,
+                    event_fp=request.event_fp,
+                    consent_state=None,
+                )
+            )
+        return out

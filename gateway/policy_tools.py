@@ -1,6 +1,8 @@
-"""Tooling over the policy: ``check`` (lint against schemas and taxonomy), ``explain`` (what
-an agent gets of one event type, field by field, and why) and ``diff`` (what would newly
-flow to whom if another policy file were deployed)."""
+"""Tooling over the policy: ``check`` (lint against schemas, taxonomy and the privacy
+policy's promises), ``explain`` (what an agent gets of one event type, field by field, and
+why -- health hints and retention included; for an erasure request, what its erasure notice
+carries) and ``diff`` (what would newly flow to whom if another policy file were
+deployed)."""
 
 from __future__ import annotations
 
@@ -8,12 +10,40 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from gateway.engine import REMOVE, SEND, TRANSFORM, Engine, Step
+from gateway.engine import (
+    ERASURE_EVENT,
+    HINT,
+    NOTICE_LEGAL_BASIS,
+    NOTICE_PURPOSE,
+    REMOVE,
+    SEND,
+    TRANSFORM,
+    Engine,
+    Step,
+)
 from gateway.errors import KeyFileError
 from gateway.keys import resolve_agent_public_key
 from gateway.policy import Policy
 from gateway.taxonomy import Taxonomy, covers, default_taxonomy
-from schemas.registry import field_categories
+from schemas.registry import event_types, field_tree
+
+# The privacy policy's own words, quoted where `check` refuses what they rule out.
+NO_DIRECT_MARKETING = (
+    "\"We have and follow a policy of not disclosing customers' personal information to "
+    'third parties for direct marketing purposes"'
+)
+NOT_THEIR_OWN = '"They are not permitted to use your Personal Information for their own purposes"'
+
+
+def carried_categories(event_type: str) -> set[str]:
+    """Every category a field of the event type has, or may reveal (health hints)."""
+    out: set[str] = set()
+    for node in field_tree(event_type):
+        for leaf in node.leaves():
+            out.add(leaf.category)
+            if leaf.reveals:
+                out.add(leaf.reveals)
+    return out
 
 
 def offline_engine(policy: Policy, taxonomy: Taxonomy | None = None) -> Engine:
@@ -25,24 +55,26 @@ def offline_engine(policy: Policy, taxonomy: Taxonomy | None = None) -> Engine:
 
 
 @dataclass(frozen=True)
-class Finding:
+class LintFinding:
     level: Literal["error", "warning"]
     agent: str
     message: str
 
 
-def check_policy(policy: Policy, taxonomy: Taxonomy | None = None,
-                 keys_dir: Path | None = None) -> list[Finding]:
+def check_policy(
+    policy: Policy, taxonomy: Taxonomy | None = None, keys_dir: Path | None = None
+) -> list[LintFinding]:
     tax = taxonomy or default_taxonomy()
-    out: list[Finding] = []
+    out: list[LintFinding] = []
     for name, agent in policy.agents.items():
+
         def err(msg: str, name: str = name) -> None:
-            out.append(Finding("error", name, msg))
+            out.append(LintFinding("error", name, msg))
 
         def warn(msg: str, name: str = name) -> None:
-            out.append(Finding("warning", name, msg))
+            out.append(LintFinding("warning", name, msg))
 
-        carried = {c for ev in agent.subscribes for c in field_categories(ev).values()}
+        carried = {c for ev in agent.subscribes for c in carried_categories(ev)}
         for ev in agent.subscribes:
             if not agent.purposes_for(ev):
                 err(f"subscribes to {ev} but no purpose covers it: it could never receive it")
@@ -56,25 +88,56 @@ def check_policy(policy: Policy, taxonomy: Taxonomy | None = None,
                     continue
                 raw_direct = sorted(c for c in leaves if tax.is_direct_identifier(c))
                 if covers("analytics", use) and rule.action == "send" and raw_direct:
-                    err(f"{use}: analytics would receive direct identifiers raw "
+                    err(
+                        f"{use}: analytics would receive direct identifiers raw "
                         f"({', '.join(raw_direct)} via {cat}); pseudonymise, generalise or "
-                        f"drop them")
+                        f"drop them"
+                    )
                 if marketing and any(tax.is_sensitive(c) for c in leaves | {cat}):
                     err(f"{use}: sensitive data ({cat}) may never be used for marketing")
-                if (agent.recipient.role != "service_provider"
-                        and any(tax.is_sensitive(c) for c in leaves | {cat})):
-                    warn(f"{use}: sensitive data ({cat}) to a {agent.recipient.role}; it will "
-                         f"flow only with the subject's explicit opt-in")
-            if marketing and purpose.legal_basis != "consent":
-                warn(f"{use}: a marketing purpose with legal basis "
-                     f"{purpose.legal_basis!r}; the policy relies on consent")
+                if agent.recipient.role != "service_provider" and any(
+                    tax.is_sensitive(c) for c in leaves | {cat}
+                ):
+                    warn(
+                        f"{use}: sensitive data ({cat}) to a {agent.recipient.role}; it will "
+                        f"flow only with the subject's explicit opt-in"
+                    )
+            if marketing and purpose.legal_basis in ("contract", "legal_obligation"):
+                err(
+                    f"{use}: marketing never rests on {purpose.legal_basis}: use consent, or "
+                    f"legitimate_interests (the soft opt-in) with with_consent: consent"
+                )
+            elif (
+                marketing
+                and purpose.legal_basis == "legitimate_interests"
+                and purpose.with_consent is None
+            ):
+                warn(
+                    f"{use}: on legitimate interests without with_consent: consent, the "
+                    f"records of customers who opted in would not name their consent"
+                )
             if tax.is_own_marketing(use):
+                err(
+                    f"{use}: the recipient would use the data for its own marketing; the "
+                    f"privacy policy rules that out: {NO_DIRECT_MARKETING}"
+                )
+            elif marketing and agent.recipient.role == "third_party":
+                err(
+                    f"{use}: a third party (role third_party) would get data for marketing, "
+                    f"i.e. for its own direct marketing: {NO_DIRECT_MARKETING}; a partner "
+                    f"acting for us under contract is a service_provider ({NOT_THEIR_OWN})"
+                )
+            if tax.is_own_marketing(use) or tax.is_partner_marketing(use):
                 if set(agent.conditions.subject_types) != {"business"}:
-                    err(f"{use}: third parties' own marketing may reach business customers "
-                        f"only (conditions.subject_types: [business]); consumers never")
+                    err(
+                        f"{use}: resellers and sales partners may reach business customers "
+                        f"only (conditions.subject_types: [business]); consumers never"
+                    )
                 if not agent.conditions.requires_marketing_opt_in:
-                    err(f"{use}: needs conditions.requires_marketing_opt_in: true (business "
-                        f"customers who agreed to marketing only)")
+                    err(
+                        f"{use}: needs conditions.requires_marketing_opt_in: true (business "
+                        f"customers who agreed to marketing only)"
+                    )
         if keys_dir is not None:
             try:
                 resolve_agent_public_key(agent.public_key, keys_dir)
@@ -86,75 +149,180 @@ def check_policy(policy: Policy, taxonomy: Taxonomy | None = None,
 # --- explain -----------------------------------------------------------------------------
 
 
+FieldOutcome = Literal["sent", "transformed", "removed"]
+
+
 @dataclass(frozen=True)
 class FieldExplanation:
+    """One field of an event as an agent gets it. For a free-text field that may reveal a
+    vision condition, ``hint`` says what happens when its value does (``outcome`` and
+    ``treatment`` are for a value that does not)."""
+
     path: str
     category: str
-    outcome: Literal["sent", "transformed", "removed"]
+    outcome: FieldOutcome
     treatment: str
     purpose: str
     why: str
+    hint: str = ""
 
 
-_OUTCOME = {SEND: "sent", TRANSFORM: "transformed", REMOVE: "removed"}
+_OUTCOME: dict[int, FieldOutcome] = {SEND: "sent", TRANSFORM: "transformed", REMOVE: "removed"}
 
 
 def _expand(step: Step) -> list[Step]:
-    if not step.children:
+    if not step.children or step.kind == HINT:
         return [step]
     out = []
     for c in step.children:
         for leaf in _expand(c):
             if step.kind in (SEND, REMOVE):  # a collapsed subtree: its verdict is the parent's
                 same = leaf.kind == step.kind
-                leaf = Step(leaf.name, leaf.path, step.kind, leaf.categories, leaf.many,
-                            purpose=leaf.purpose if same else None,
-                            rule=leaf.rule if same else step.rule,
-                            reason=leaf.reason if same else f"{step.path}: {step.reason}")
+                leaf = Step(
+                    leaf.name,
+                    leaf.path,
+                    step.kind,
+                    leaf.categories,
+                    leaf.many,
+                    purpose=leaf.purpose if same else None,
+                    rule=leaf.rule if same else step.rule,
+                    reason=leaf.reason if same else f"{step.path}: {step.reason}",
+                )
             out.append(leaf)
     return out
 
 
-def explain(engine: Engine, agent: str, event_type: str, *, sensitive_opt_in: bool = False,
-            marketing_allowed: bool = True) -> list[FieldExplanation]:
-    plan = engine.full_plan(agent, event_type, sensitive_opt_in=sensitive_opt_in,
-                            marketing_allowed=marketing_allowed)
-    rows = []
-    for top in plan.steps:
-        for s in _expand(top):
-            (cat,) = s.categories
-            rows.append(FieldExplanation(
-                s.path, cat, _OUTCOME[s.kind],  # type: ignore[arg-type]
-                s.rule if s.kind != REMOVE else (s.rule or "removed"),
-                s.purpose or "", s.reason))
-    return rows
+def _treatment(s: Step) -> str:
+    return s.rule if s.kind != REMOVE else (s.rule or "removed")
 
 
-def conditions_summary(policy: Policy, agent: str, event_type: str,
-                       taxonomy: Taxonomy | None = None) -> list[str]:
+def _row(s: Step) -> FieldExplanation:
+    if s.kind != HINT:
+        (cat,) = s.categories
+        return FieldExplanation(
+            s.path, cat, _OUTCOME[s.kind], _treatment(s), s.purpose or "", s.reason
+        )
+    plain, alt = s.children
+    (cat,) = plain.categories
+    (revealed,) = alt.categories
+    hint = f"health hint: if {s.hint}, it is {revealed}: {_OUTCOME[alt.kind]} ({alt.reason})"
+    return FieldExplanation(
+        s.path,
+        cat,
+        _OUTCOME[plain.kind],
+        _treatment(plain),
+        plain.purpose or "",
+        plain.reason,
+        hint,
+    )
+
+
+def explain(
+    engine: Engine,
+    agent: str,
+    event_type: str,
+    *,
+    sensitive_opt_in: bool = False,
+    marketing_allowed: bool = True,
+    objection: bool = False,
+) -> list[FieldExplanation]:
+    """Every field ``agent`` gets of ``event_type`` for a subject with the given consent:
+    sent, transformed or removed, under which purpose and rule, and why; for a free-text
+    field, also what happens when its value reveals a vision condition. For the erasure
+    event, the fields of the erasure notice the agent gets instead (consent plays no part
+    in a notice)."""
+    if event_type == ERASURE_EVENT:
+        steps = engine.notice_steps(agent)
+    else:
+        steps = engine.full_plan(
+            agent,
+            event_type,
+            sensitive_opt_in=sensitive_opt_in,
+            marketing_allowed=marketing_allowed,
+            objection=objection,
+        ).steps
+    return [_row(s) for top in steps for s in _expand(top)]
+
+
+def conditions_summary(
+    policy: Policy, agent: str, event_type: str, taxonomy: Taxonomy | None = None
+) -> list[str]:
     tax = taxonomy or default_taxonomy()
     a = policy.agents[agent]
+    if event_type == ERASURE_EVENT:
+        return [
+            f"{agent} never gets the request itself: it gets an erasure notice if it ever "
+            "received data about the subject (once: no notice for a subject already erased)",
+            f"purpose {NOTICE_PURPOSE} (legal basis {NOTICE_LEGAL_BASIS}), whatever the "
+            "subject's consent",
+        ]
     lines = []
     if event_type not in a.subscribes:
         lines.append(f"{agent} does not subscribe to {event_type}: always withheld")
     lines.append("subject types: " + ", ".join(a.conditions.subject_types))
+    if set(a.conditions.subject_types) != {"consumer", "business"}:
+        lines.append("withheld while the subject's type is not yet known to the gateway")
     if a.conditions.requires_marketing_opt_in:
         lines.append("only subjects who opted in to marketing (and not revoked by GPC)")
     for use, p in a.purposes_for(event_type).items():
-        extra = " — stops on opt-out, objection or GPC" if tax.is_marketing(use) else ""
-        lines.append(f"purpose {use} (legal basis {p.legal_basis}){extra}")
-    lines.append("sensitive categories need the subject's explicit opt-in for the agent "
-                 "or the purpose")
+        basis = f"legal basis {p.legal_basis}"
+        if p.with_consent:
+            basis += f"; {p.with_consent} once the subject opted in to marketing"
+        stops = []
+        if tax.is_marketing(use):
+            stops.append("stops on opt-out, objection or GPC")
+        elif p.legal_basis == "legitimate_interests":
+            stops.append("stops on objection")
+        if p.legal_basis == "consent":
+            stops.append("needs the marketing opt-in")
+        extra = f" — {'; '.join(stops)}" if stops else ""
+        lines.append(f"purpose {use} ({basis}){extra}")
+    lines.append(
+        "sensitive categories need the subject's explicit opt-in for the agent or the purpose"
+    )
+    return lines
+
+
+def retention_summary(policy: Policy, event_type: str) -> list[str]:
+    """How long the gateway keeps records about the event type's categories (each under
+    its most specific retention rule), and the consent state, as the policy file says."""
+    if event_type not in event_types():
+        return []
+    by_rule: dict[str | None, list[str]] = {}
+    for cat in sorted(carried_categories(event_type)):
+        key, _ = policy.retention.rule_for(cat)
+        by_rule.setdefault(key, []).append(cat)
+    lines = []
+    for key, cats in sorted(by_rule.items(), key=lambda kv: kv[0] or ""):
+        _, rule = policy.retention.rule_for(cats[0])
+        name = key or "default"
+        lines.append(f"retention {rule.period} ({name}: {rule.basis}): {', '.join(cats)}")
+    prefs = policy.retention.retention_for(["user.privacy_preferences"])
+    lines.append(
+        f"a record is kept for the longest period of its categories; the consent state "
+        f"{prefs.days} days from the subject's last event"
+    )
     return lines
 
 
 # --- diff --------------------------------------------------------------------------------
 
 
+ChangeKind = Literal[
+    "new_flow",
+    "more_revealing",
+    "less_revealing",
+    "transform_changed",
+    "stopped",
+    "agent_added",
+    "agent_removed",
+    "conditions",
+]
+
+
 @dataclass(frozen=True)
 class Change:
-    kind: Literal["new_flow", "more_revealing", "less_revealing", "transform_changed",
-                  "stopped", "agent_added", "agent_removed", "conditions"]
+    kind: ChangeKind
     agent: str
     event_type: str
     path: str
@@ -175,31 +343,49 @@ def diff_policies(old: Policy, new: Policy, taxonomy: Taxonomy | None = None) ->
             changes.append(Change("agent_removed", name, "", "", old.agents[name].topic, ""))
             continue
         if name in old.agents and old.agents[name].conditions != new.agents[name].conditions:
-            changes.append(Change("conditions", name, "", "",
-                                  str(old.agents[name].conditions.model_dump()),
-                                  str(new.agents[name].conditions.model_dump())))
+            changes.append(
+                Change(
+                    "conditions",
+                    name,
+                    "",
+                    "",
+                    str(old.agents[name].conditions.model_dump()),
+                    str(new.agents[name].conditions.model_dump()),
+                )
+            )
         old_events = set(old.agents[name].subscribes) if name in old.agents else set()
         for ev in new.agents[name].subscribes:
             # With opt-in: the most that could flow under each policy.
             after = {r.path: r for r in explain(en, name, ev, sensitive_opt_in=True)}
-            before = ({r.path: r for r in explain(eo, name, ev, sensitive_opt_in=True)}
-                      if ev in old_events else {})
+            before = (
+                {r.path: r for r in explain(eo, name, ev, sensitive_opt_in=True)}
+                if ev in old_events
+                else {}
+            )
             for path, a in after.items():
                 b = before.get(path)
                 b_out = b.outcome if b else "removed"
                 if a.outcome == b_out and (b is None or a.treatment == b.treatment):
                     continue
+                kind: ChangeKind
                 if b_out == "removed":
                     kind = "new_flow"
                 elif a.outcome == "removed":
                     kind = "stopped"
                 elif _RANK[a.outcome] != _RANK[b_out]:
-                    kind = "more_revealing" if _RANK[a.outcome] > _RANK[b_out] \
-                        else "less_revealing"
+                    kind = "more_revealing" if _RANK[a.outcome] > _RANK[b_out] else "less_revealing"
                 else:
                     kind = "transform_changed"
-                changes.append(Change(kind, name, ev, path,  # type: ignore[arg-type]
-                                      b.treatment if b else "removed", a.treatment))
+                changes.append(
+                    Change(
+                        kind,
+                        name,
+                        ev,
+                        path,
+                        b.treatment if b else "removed",
+                        a.treatment,
+                    )
+                )
         for ev in old_events - set(new.agents[name].subscribes):
             changes.append(Change("stopped", name, ev, "*", "subscribed", "unsubscribed"))
     return changes

@@ -8,47 +8,101 @@ are named by path and category only, and the payload is represented by its diges
 from __future__ import annotations
 
 import hashlib
-import uuid
+import hmac
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
+from gateway.crypto import derive_key
+
 Outcome = Literal["disclosed", "withheld", "erasure_notice"]
 SubjectType = Literal["consumer", "business"]
 
-# Fixed namespace so that reprocessing an event yields the same ids (duplicates are
-# recognisable by id after a crash).
-_NS = uuid.UUID("6f1d9d3e-58a4-4c1e-9a51-3f0b2f7a9c11")
 
-
-_NS_BYTES = _NS.bytes  # a property computed on every access: once here
-
-
-def _uuid5(name: str) -> str:
-    """``str(uuid.uuid5(_NS, name))`` without the UUID object (hot path): the SHA-1 in
-    hex, with the version nibble set to 5 and the variant bits to 10."""
-    x = hashlib.sha1(_NS_BYTES + name.encode()).hexdigest()
+def uuid_format(digest: bytes) -> str:
+    """The first 16 bytes of ``digest`` as an RFC 9562 UUID, version 8 (custom) and the
+    RFC variant: record ids look and sort like any UUID."""
+    x = digest[:16].hex()
     variant = "89ab"[int(x[16], 16) & 3]
-    return f"{x[:8]}-{x[8:12]}-5{x[13:16]}-{variant}{x[17:20]}-{x[20:32]}"
+    return f"{x[:8]}-{x[8:12]}-8{x[13:16]}-{variant}{x[17:20]}-{x[20:32]}"
 
 
-def disclosure_id(event_id: str, agent: str, kind: str = "event") -> str:
-    return _uuid5(f"{kind}\x1f{event_id}\x1f{agent}")
+def decision_digest(
+    outcome: str,
+    reason: str | None,
+    paths_sent: Iterable[str],
+    paths_transformed: Iterable[str],
+    paths_removed: Iterable[str],
+    purposes: Iterable[str],
+    legal_bases: Iterable[str],
+    policy_version: str,
+) -> str:
+    """SHA-256 (hex) of what a decision decided: its outcome and reason, the paths sent,
+    transformed and removed, the purposes and legal bases, and the policy version. Two
+    decisions with the same digest for the same event and agent disclosed the same thing
+    on the same grounds."""
+    material = [
+        outcome,
+        reason,
+        sorted(paths_sent),
+        sorted(paths_transformed),
+        sorted(paths_removed),
+        sorted(purposes),
+        sorted(legal_bases),
+        policy_version,
+    ]
+    return hashlib.sha256(orjson.dumps(material)).hexdigest()
 
 
-def decision_id(event_id: str, policy_version: str) -> str:
-    return _uuid5(f"decision\x1f{event_id}\x1f{policy_version}")
+class RecordIds:
+    """Record and decision ids: keyed (HMAC-SHA256 with the workers' shared key, label
+    ``record-id``) and content-addressed, so that
+
+    * the same event decided the same way gets the same ids again (a redelivery is
+      recognised as a duplicate),
+    * a different event under a reused event id, or the same event decided differently
+      (the state changed meanwhile), gets ids of its own (nothing hides under an older
+      record), and
+    * nobody without the workers' key can predict an id.
+    """
+
+    __slots__ = ("_key",)
+
+    def __init__(self, worker_key: bytes):
+        self._key = derive_key(worker_key, "record-id")
+
+    def _id(self, *parts: str) -> str:
+        msg = "\x1f".join(parts).encode("utf-8")
+        return uuid_format(hmac.digest(self._key, msg, "sha256"))
+
+    def decision_id(self, event_fp: str, policy_version: str) -> str:
+        """One event's decision under one policy version (all its records share it)."""
+        return self._id("decision", event_fp, policy_version)
+
+    def record_id(self, event_fp: str, agent: str, kind: str, digest: str) -> str:
+        """One record: the event, the agent, the kind (``event`` or ``erasure``) and the
+        :func:`decision_digest` of what was decided. Also the disclosure id the agent
+        receives."""
+        return self._id("record", event_fp, agent, kind, digest)
+
+
+RecipientRole = Literal["service_provider", "third_party", "government", "affiliate"]
 
 
 class Recipient(BaseModel):
+    """Who received a disclosure. ``role``: a service provider acting for us under
+    contract, a third party, a government body, or an affiliate (a company of our own
+    family; recorded only for disclosures made outside the stream)."""
+
     model_config = ConfigDict(frozen=True)
 
     name: str
     legal_name: str
     address: str
-    role: Literal["service_provider", "third_party", "government"]
+    role: RecipientRole
     contract: str | None = None
 
 
@@ -80,6 +134,11 @@ class DecisionRecord(BaseModel):
     key_id: str | None = None
     payload_digest: str | None = None
     topic: str | None = None
+    # Records written before these existed have neither.
+    # SHA-256 of the event's canonical JSON: which content the record decided.
+    event_fp: str | None = None
+    # The subject's state the decision consulted, each value with the stamp that set it.
+    consent_state: dict[str, Any] | None = None
 
     @classmethod
     def trusted(cls, **values: Any) -> DecisionRecord:
@@ -100,7 +159,8 @@ class DecisionRecord(BaseModel):
         """Canonical JSON: sorted keys, no whitespace -- exactly the bytes of
         ``orjson.dumps(self.model_dump(mode="json"), option=OPT_SORT_KEYS)`` (hashed into
         the Merkle tree, so they must never change), built without pydantic's serializer:
-        every field is a str, a list of str, None, a datetime or the recipient."""
+        every field is a str, a list of str, None, a datetime, the recipient or the
+        consulted state (a dict of JSON values already)."""
         d = self.__dict__
         if len(d) != len(_FIELDS):  # not a complete record: let pydantic say what it is
             return orjson.dumps(self.model_dump(mode="json"), option=orjson.OPT_SORT_KEYS)
@@ -114,10 +174,6 @@ class DecisionRecord(BaseModel):
     def from_json(cls, data: bytes | str) -> DecisionRecord:
         return cls.model_validate(orjson.loads(data))
 
-    def leaf_hash_input(self) -> bytes:
-        """Canonical bytes hashed into the Merkle tree (sorted keys, no whitespace)."""
-        return self.to_json()
-
 
 _FIELDS = tuple(DecisionRecord.model_fields)
 _DATETIME = TypeAdapter(datetime)
@@ -129,7 +185,7 @@ def _datetime_json(value: datetime) -> str:
     the minute. ``isoformat`` agrees except for "Z"; anything unusual goes to pydantic."""
     off = value.utcoffset()
     if (off is not None and (off.seconds % 60 or off.microseconds)) or value.year < 1000:
-        return _DATETIME.dump_python(value, mode="json")  # type: ignore[no-any-return]
+        return _DATETIME.dump_python(value, mode="json")
     text = value.isoformat()
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 

@@ -4,10 +4,17 @@ Writes, under the output directory::
 
     topics/<agent topic>.jsonl   the sealed messages, one per line, exactly as on the topic
     records.jsonl                every decision record (disclosed / withheld / erasure notice)
-    deadletter.jsonl             rejected lines: line number, reason, redacted error
+    deadletter.jsonl             rejected lines, as the worker dead-letters them (invalid
+                                 input, an event the subject's state makes inapplicable, or
+                                 a failure of the core): line number, reason, redacted error
     summary.json                 counts per agent and outcome
 
-Consent state is built from the consent events in the file, in file order.
+The subjects' states are built from the file's events, in file order. A file is trusted as
+a whole by the operator who replays it: publisher signatures (Kafka record headers) are not
+on a file, so they are not checked. Duplicates and reused event ids are recognised among
+the last million events. A subject's first erasure request is answered as the ledger sink
+answers it: each agent that received data about the subject gets a notice built from the
+records the replay made so far.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from typing import BinaryIO
 import orjson
 
 from gateway.consent import ConsentState
-from gateway.pipeline import Pipeline
+from gateway.pipeline import DuplicateCache, EventResult, Pipeline
 from gateway.records import DecisionRecord
 
 
@@ -36,10 +43,14 @@ class ReplaySummary:
 
     def to_json(self) -> dict[str, object]:
         return {
-            "lines": self.lines, "events": self.events, "dead_letters": self.dead_letters,
+            "lines": self.lines,
+            "events": self.events,
+            "dead_letters": self.dead_letters,
             "messages_per_agent": dict(self.messages),
-            "outcomes": [{"agent": a, "outcome": o, "count": n}
-                         for (a, o), n in sorted(self.outcomes.items())],
+            "outcomes": [
+                {"agent": a, "outcome": o, "count": n}
+                for (a, o), n in sorted(self.outcomes.items())
+            ],
         }
 
 
@@ -56,32 +67,49 @@ def replay(pipeline: Pipeline, events: Path, out_dir: Path) -> ReplaySummary:
     topics_dir.mkdir(exist_ok=True)
     summary = ReplaySummary()
     states: dict[str, ConsentState] = {}
+    seen = DuplicateCache(size=1_000_000)
+    by_subject: dict[str, list[DecisionRecord]] = {}
     handles: dict[str, BinaryIO] = {}
+
+    def write(out: EventResult) -> None:
+        for rec in out.records:
+            recs.write(rec.to_json() + b"\n")
+            summary.outcomes[(rec.agent, rec.outcome)] += 1
+            summary.records.append(rec)
+            by_subject.setdefault(rec.subject_ref, []).append(rec)
+        for msg in out.messages:
+            fh = handles.get(msg.topic)
+            if fh is None:
+                fh = handles[msg.topic] = (topics_dir / f"{msg.topic}.jsonl").open("wb")
+            fh.write(msg.value + b"\n")
+            summary.messages[msg.agent] += 1
+
     try:
-        with (events.open("rb") as src, (out_dir / "records.jsonl").open("wb") as recs,
-              (out_dir / "deadletter.jsonl").open("wb") as dead):
+        with (
+            events.open("rb") as src,
+            (out_dir / "records.jsonl").open("wb") as recs,
+            (out_dir / "deadletter.jsonl").open("wb") as dead,
+        ):
             for lineno, raw in iter_lines(src):
                 summary.lines += 1
-                out = pipeline.process(raw, states)
+                out = pipeline.process(raw, states, verify=False, seen=seen)
                 if out.dead_letter is not None:
                     summary.dead_letters += 1
-                    dead.write(orjson.dumps({"line": lineno, **orjson.loads(
-                        out.dead_letter.to_json())}) + b"\n")
+                    dead.write(
+                        orjson.dumps({"line": lineno, **orjson.loads(out.dead_letter.to_json())})
+                        + b"\n"
+                    )
                     continue
                 summary.events += 1
-                for rec in out.records:
-                    recs.write(rec.to_json() + b"\n")
-                    summary.outcomes[(rec.agent, rec.outcome)] += 1
-                    summary.records.append(rec)
-                for msg in out.messages:
-                    fh = handles.get(msg.topic)
-                    if fh is None:
-                        fh = handles[msg.topic] = (topics_dir / f"{msg.topic}.jsonl").open("wb")
-                    fh.write(msg.value + b"\n")
-                    summary.messages[msg.agent] += 1
+                write(out)
+                request = out.erasure_request
+                if request is not None:
+                    held = [r for ref in request.subject_refs for r in by_subject.get(ref, ())]
+                    write(pipeline.erasure_outputs(request, held))
     finally:
         for fh in handles.values():
             fh.close()
     (out_dir / "summary.json").write_bytes(
-        orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2))
+        orjson.dumps(summary.to_json(), option=orjson.OPT_INDENT_2)
+    )
     return summary

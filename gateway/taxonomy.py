@@ -26,7 +26,6 @@ class Term:
     parent: str | None
     name: str
     description: str = ""
-    extension: bool = False
 
 
 @dataclass
@@ -38,6 +37,7 @@ class Taxonomy:
     direct_identifiers: tuple[str, ...] = ()
     marketing_uses: tuple[str, ...] = ()
     own_marketing_uses: tuple[str, ...] = ()
+    partner_marketing_uses: tuple[str, ...] = ()
     subject_types: dict[str, str] = field(default_factory=dict)
     _sensitive_cache: dict[str, bool] = field(default_factory=dict, repr=False)
     _marketing_cache: dict[str, bool] = field(default_factory=dict, repr=False)
@@ -52,8 +52,7 @@ class Taxonomy:
         # Asked per decision on the hot path: memoised (the key space is the taxonomy's).
         hit = self._sensitive_cache.get(category)
         if hit is None:
-            hit = self._sensitive_cache[category] = any(covers(s, category)
-                                                        for s in self.sensitive)
+            hit = self._sensitive_cache[category] = any(covers(s, category) for s in self.sensitive)
         return hit
 
     def is_direct_identifier(self, category: str) -> bool:
@@ -68,21 +67,24 @@ class Taxonomy:
         return hit
 
     def is_own_marketing(self, use: str) -> bool:
+        """The recipient would use the data for its own (direct) marketing."""
         return any(covers(m, use) for m in self.own_marketing_uses)
 
-    def extensions(self) -> list[Term]:
-        return [t for d in (self.categories, self.uses) for t in d.values() if t.extension]
+    def is_partner_marketing(self, use: str) -> bool:
+        """Our marketing delivered by a reseller or sales partner (business customers only)."""
+        return any(covers(m, use) for m in self.partner_marketing_uses)
 
 
-def _default_terms(items: list) -> dict[str, Term]:  # type: ignore[type-arg]
+def _default_terms(items: list) -> dict[str, Term]:
     return {
-        i.fides_key: Term(i.fides_key, getattr(i, "parent_key", None), i.name or i.fides_key,
-                          i.description or "")
+        i.fides_key: Term(
+            i.fides_key, getattr(i, "parent_key", None), i.name or i.fides_key, i.description or ""
+        )
         for i in items
     }
 
 
-def _extend(kind: str, base: dict[str, Term], decls: list[dict], src: str) -> None:  # type: ignore[type-arg]
+def _extend(kind: str, base: dict[str, Term], decls: list[dict], src: str) -> None:
     for d in decls or []:
         key, parent = d.get("key"), d.get("parent")
         if not key or not parent:
@@ -93,7 +95,7 @@ def _extend(kind: str, base: dict[str, Term], decls: list[dict], src: str) -> No
             raise TaxonomyError(f"{src}: {kind} {key!r} has unknown parent {parent!r}")
         if not key.startswith(parent + "."):
             raise TaxonomyError(f"{src}: {kind} {key!r} must be named under its parent {parent!r}")
-        base[key] = Term(key, parent, d.get("name", key), d.get("description", ""), True)
+        base[key] = Term(key, parent, d.get("name", key), d.get("description", ""))
 
 
 def load_taxonomy(path: Path | None = None) -> Taxonomy:
@@ -106,8 +108,8 @@ def load_taxonomy(path: Path | None = None) -> Taxonomy:
     cats = _default_terms(DEFAULT_TAXONOMY.data_category)
     uses = _default_terms(DEFAULT_TAXONOMY.data_use)
     subjects = _default_terms(DEFAULT_TAXONOMY.data_subject)
-    _extend("data category", cats, ext.get("data_categories"), src)
-    _extend("data use", uses, ext.get("data_uses"), src)
+    _extend("data category", cats, ext.get("data_categories") or [], src)
+    _extend("data use", uses, ext.get("data_uses") or [], src)
     tax = Taxonomy(
         categories=cats,
         uses=uses,
@@ -116,6 +118,7 @@ def load_taxonomy(path: Path | None = None) -> Taxonomy:
         direct_identifiers=tuple(ext.get("direct_identifiers") or ()),
         marketing_uses=tuple(ext.get("marketing_uses") or ()),
         own_marketing_uses=tuple(ext.get("own_marketing_uses") or ()),
+        partner_marketing_uses=tuple(ext.get("partner_marketing_uses") or ()),
         subject_types=dict(ext.get("subject_types") or {}),
     )
     for label, keys, known in (
@@ -123,6 +126,7 @@ def load_taxonomy(path: Path | None = None) -> Taxonomy:
         ("direct_identifiers", tax.direct_identifiers, cats),
         ("marketing_uses", tax.marketing_uses, uses),
         ("own_marketing_uses", tax.own_marketing_uses, uses),
+        ("partner_marketing_uses", tax.partner_marketing_uses, uses),
     ):
         for k in keys:
             if k not in known:

@@ -31,7 +31,6 @@ class Transform:
     name: str
     description: str
     factory: Callable[..., Fn]
-    output_category: str | None = None  # category of the derived value, if it changes
 
     def build(self, params: dict[str, Any]) -> Fn:
         try:
@@ -144,14 +143,11 @@ TRANSFORMS: dict[str, Transform] = {
     for t in (
         Transform("drop", "remove the field", _drop),
         Transform("mask", "replace all but the last N characters", _mask),
-        Transform("pseudonym", "keyed HMAC pseudonym, a different key per agent",
-                  _pseudonym, "user.unique_id.pseudonymous"),
+        Transform("pseudonym", "keyed HMAC pseudonym, a different key per agent", _pseudonym),
         Transform("zip3", "keep the first 3 characters of a postal code", _zip3),
         Transform("year", "keep only the year of a date", _year),
-        Transform("age_band", "age band from a date of birth, at the event's date",
-                  _age_band, "user.demographic.age_range"),
+        Transform("age_band", "age band from a date of birth, at the event's date", _age_band),
         Transform("truncate_ip", "IPv4 to /24, IPv6 to /48", _truncate_ip),
-        Transform("coarse_location", "round coordinates (1 decimal ~ 11 km)",
-                  _coarse_location, "user.location.imprecise"),
+        Transform("coarse_location", "round coordinates (1 decimal ~ 11 km)", _coarse_location),
     )
 }

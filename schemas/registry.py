@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, create_model
 
 from schemas.base import CATEGORY_KEY, Strict, cat
+from schemas.common import REVEALS_KEY, REVEALS_WHEN_KEY
 from schemas.events import DATA_MODELS, SCHEMA_VERSION, Envelope
 
 
@@ -21,12 +22,18 @@ class UnlabelledField(TypeError):
     """A schema field without a data category (a build error)."""
 
 
+class BadHint(TypeError):
+    """A health hint whose flag is not a field of the same model (a build error)."""
+
+
 @dataclass(frozen=True)
 class FieldNode:
     """One field of an event as the policy sees it.
 
     ``children`` is set for a nested model (``many`` if it is a list of them); a leaf
-    (scalar or list of scalars) has ``children is None``.
+    (scalar or list of scalars) has ``children is None``. A free-text leaf whose value may
+    reveal a sensitive category names it in ``reveals`` (and, in ``reveals_when``, a
+    sibling flag that makes every value reveal it).
     """
 
     name: str
@@ -34,6 +41,8 @@ class FieldNode:
     category: str
     children: tuple[FieldNode, ...] | None = None
     many: bool = False
+    reveals: str | None = None
+    reveals_when: str | None = None
 
     def leaves(self) -> typing.Iterator[FieldNode]:
         if self.children is None:
@@ -67,6 +76,12 @@ def _category_of(info: Any) -> str | None:
     return extra.get(CATEGORY_KEY) if isinstance(extra, dict) else None
 
 
+def _extra(info: Any, key: str) -> str | None:
+    extra = info.json_schema_extra
+    value = extra.get(key) if isinstance(extra, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def _walk(model: type[BaseModel], prefix: str, inherited: str | None) -> tuple[FieldNode, ...]:
     nodes = []
     for name, info in model.model_fields.items():
@@ -82,16 +97,22 @@ def _walk(model: type[BaseModel], prefix: str, inherited: str | None) -> tuple[F
                     f"{model.__name__}.{name} ({path}) has no data category: declare it "
                     f"with schemas.base.cat('<fides category>')"
                 )
-            nodes.append(FieldNode(name, path, own, None, many))
+            when = _extra(info, REVEALS_WHEN_KEY)
+            if when is not None and when not in model.model_fields:
+                raise BadHint(
+                    f"{model.__name__}.{name}: its health hint names {when!r}, which is not "
+                    f"a field of {model.__name__}"
+                )
+            nodes.append(FieldNode(name, path, own, None, many, _extra(info, REVEALS_KEY), when))
     return tuple(nodes)
 
 
 def _envelope_model(event_type: str, data_model: type[Strict]) -> type[Envelope]:
     name = "".join(p.capitalize() for p in event_type.split(".")) + "Event"
-    return create_model(  # type: ignore[call-overload,no-any-return]
+    return create_model(
         name,
         __base__=Envelope,
-        event_type=(Literal[event_type], cat("system.operations")),  # type: ignore[valid-type]
+        event_type=(Literal[event_type], cat("system.operations")),
         data=(data_model, ...),
     )
 

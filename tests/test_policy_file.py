@@ -23,26 +23,50 @@ def broken(old: str, new: str) -> str:
     return GOOD.replace(old, new, 1)
 
 
-@pytest.mark.parametrize(("old", "new", "needle", "message"), [
-    ("user.contact.address: send", "user.contact.adress: send", "user.contact.adress",
-     "'user.contact.adress' is not a data category"),
-    ("essential.service.shipping:", "essential.service.shiping:", "essential.service.shiping",
-     "is not a data use"),
-    ("subscribes: [order.placed, order.shipped]", "subscribes: [order.placed, order.shiped]",
-     "order.shiped", "unknown event type 'order.shiped'"),
-    ("user.device.ip_address: {transform: truncate_ip}",
-     "user.device.ip_address: {transform: truncate}", "transform: truncate}",
-     "unknown transform 'truncate'"),
-    ("user.location.precise: {transform: coarse_location, decimals: 1}",
-     "user.location.precise: {transform: coarse_location, decimals: 7}", "decimals: 7",
-     "coarse_location keeps 0 to 3 decimals"),
-    ("role: service_provider", "role: friend", "role: friend", "role"),
-    ("topic: agent.payments", "topic: agent.shipping", "topic: agent.shipping",
-     "already used by agent 'shipping'"),
-    ("legal_basis: contract", "legal_basis: because", "legal_basis: because", "legal_basis"),
-])
-def test_bad_policy_names_line_and_problem(old: str, new: str, needle: str,
-                                           message: str) -> None:
+@pytest.mark.parametrize(
+    ("old", "new", "needle", "message"),
+    [
+        (
+            "user.contact.address: send",
+            "user.contact.adress: send",
+            "user.contact.adress",
+            "'user.contact.adress' is not a data category",
+        ),
+        (
+            "essential.service.shipping:",
+            "essential.service.shiping:",
+            "essential.service.shiping",
+            "is not a data use",
+        ),
+        (
+            "subscribes: [order.placed, order.shipped]",
+            "subscribes: [order.placed, order.shiped]",
+            "order.shiped",
+            "unknown event type 'order.shiped'",
+        ),
+        (
+            "user.device.ip_address: {transform: truncate_ip}",
+            "user.device.ip_address: {transform: truncate}",
+            "transform: truncate}",
+            "unknown transform 'truncate'",
+        ),
+        (
+            "user.location.precise: {transform: coarse_location, decimals: 1}",
+            "user.location.precise: {transform: coarse_location, decimals: 7}",
+            "decimals: 7",
+            "coarse_location keeps 0 to 3 decimals",
+        ),
+        ("role: service_provider", "role: friend", "role: friend", "role"),
+        (
+            "topic: agent.payments",
+            "topic: agent.shipping",
+            "topic: agent.shipping",
+            "already used by agent 'shipping'",
+        ),
+        ("legal_basis: contract", "legal_basis: because", "legal_basis: because", "legal_basis"),
+    ],
+)
+def test_bad_policy_names_line_and_problem(old: str, new: str, needle: str, message: str) -> None:
     text = broken(old, new)
     nth = 2 if needle == "topic: agent.shipping" else 1
     with pytest.raises(PolicyError) as e:
@@ -63,8 +87,7 @@ def test_invalid_yaml_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_purpose_events_must_be_subscribed() -> None:
-    text = broken("events: [order.placed, order.shipped]",
-                  "events: [order.placed, site.visit]")
+    text = broken("events: [order.placed, order.shipped]", "events: [order.placed, site.visit]")
     with pytest.raises(PolicyError, match=r"'site\.visit' is not in the agent's subscribes"):
         parse_policy(text, "agents.yaml")
 
@@ -74,3 +97,37 @@ def test_policy_version_changes_with_content() -> None:
     b = parse_policy(GOOD.replace("Parcel Express Logistics LLC", "Parcel Express LLC"))
     assert a.policy_version != b.policy_version
     assert a.policy_version == parse_policy(GOOD).policy_version
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "needle", "message"),
+    [
+        (
+            "      essential.service.shipping:\n        legal_basis: contract\n",
+            "      essential.service.shipping:\n        legal_basis: contract\n"
+            "        with_consent: consent\n",
+            "with_consent: consent",
+            "with_consent is for marketing purposes only",
+        ),
+        (
+            "        legal_basis: legitimate_interests\n        with_consent: consent\n",
+            "        legal_basis: consent\n        with_consent: consent\n",
+            "with_consent: consent",
+            "legal_basis is already consent",
+        ),
+        (
+            "      essential.service.shipping:\n        legal_basis: contract\n",
+            "      essential.service.shipping:\n        legal_basis: consent\n",
+            "legal_basis: consent",
+            "legal_basis consent is for marketing purposes only",
+        ),
+    ],
+)
+def test_legal_bases_must_be_ones_the_gateway_can_tell(
+    old: str, new: str, needle: str, message: str
+) -> None:
+    text = broken(old, new)
+    with pytest.raises(PolicyError) as e:
+        parse_policy(text, "agents.yaml")
+    assert message in str(e.value)
+    assert e.value.line == line_of(text, needle)

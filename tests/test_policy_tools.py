@@ -8,7 +8,13 @@ from click.testing import CliRunner
 
 from gateway.cli import main
 from gateway.policy import Policy, parse_policy
-from gateway.policy_tools import check_policy, diff_policies, explain, offline_engine
+from gateway.policy_tools import (
+    check_policy,
+    conditions_summary,
+    diff_policies,
+    explain,
+    offline_engine,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD = (ROOT / "agents.yaml").read_text()
@@ -20,9 +26,13 @@ def test_default_policy_has_no_errors(policy: Policy) -> None:
 
 
 def test_check_reports_analytics_allowed_raw_email() -> None:
-    bad = parse_policy(GOOD.replace(
-        "          user.device.user_agent: send\n",
-        "          user.device.user_agent: send\n          user.contact.email: send\n", 1))
+    bad = parse_policy(
+        GOOD.replace(
+            "          user.device.user_agent: send\n",
+            "          user.device.user_agent: send\n          user.contact.email: send\n",
+            1,
+        )
+    )
     errors = [f for f in check_policy(bad) if f.level == "error"]
     assert len(errors) == 1
     assert errors[0].agent == "analytics"
@@ -31,16 +41,22 @@ def test_check_reports_analytics_allowed_raw_email() -> None:
 
 
 def test_check_reports_reseller_open_to_consumers_and_sensitive_marketing() -> None:
-    bad = parse_policy(GOOD.replace("      subject_types: [business]\n", "", 1).replace(
-        "          user.job_title: send\n          user.contact.organization: send\n"
-        "          user.contact.email: send\n          user.contact.phone_number: send\n",
-        "          user.job_title: send\n          user.contact.organization: send\n"
-        "          user.contact.email: send\n          user.contact.phone_number: send\n"
-        "          user.health_and_medical: send\n", 1))
+    bad = parse_policy(
+        GOOD.replace("      subject_types: [business]\n", "", 1).replace(
+            "          user.job_title: send\n          user.contact.organization: send\n"
+            "          user.contact.email: send\n          user.contact.phone_number: send\n",
+            "          user.job_title: send\n          user.contact.organization: send\n"
+            "          user.contact.email: send\n          user.contact.phone_number: send\n"
+            "          user.health_and_medical: send\n",
+            1,
+        )
+    )
     msgs = [f.message for f in check_policy(bad) if f.level == "error"]
     assert any("consumers never" in m for m in msgs)
-    assert any("sensitive data (user.health_and_medical) may never be used for marketing"
-               in m for m in msgs)
+    assert any(
+        "sensitive data (user.health_and_medical) may never be used for marketing" in m
+        for m in msgs
+    )
 
 
 def test_explain_gives_every_field_and_why(policy: Policy) -> None:
@@ -50,26 +66,75 @@ def test_explain_gives_every_field_and_why(policy: Policy) -> None:
     assert rows["data.total"].outcome == "removed"
     assert "dropped by the policy" in rows["data.total"].why
     assert rows["data.prescription.right_eye.sphere"].outcome == "removed"
-    assert rows["data.payment.card.number"].why == "category not permitted for any active purpose"
+    assert rows["data.payment.card.token"].why == "category not permitted for any active purpose"
     analytics = {r.path: r for r in explain(engine, "analytics", "site.visit")}
     assert analytics["data.device.ip"].outcome == "transformed"
     assert analytics["data.device.ip"].treatment == "truncate_ip()"
     email = {r.path: r for r in explain(engine, "email", "order.placed")}
     assert "opt-in" in email["data.prescription.left_eye.axis"].why
     assert email["data.prescription.left_eye.axis"].outcome == "removed"
-    opted = {r.path: r for r in explain(engine, "email", "order.placed",
-                                        sensitive_opt_in=True)}
+    opted = {r.path: r for r in explain(engine, "email", "order.placed", sensitive_opt_in=True)}
     assert opted["data.prescription.left_eye.axis"].outcome == "sent"
+
+
+def test_explain_shows_what_an_erasure_notice_carries_and_why(policy: Policy) -> None:
+    engine = offline_engine(policy)
+    rows = explain(engine, "analytics", "erasure.requested")
+    assert [r.path for r in rows] == [
+        "notice",
+        "event_id",
+        "requested_at",
+        "subject.customer_id",
+        "instruction",
+    ]
+    by_path = {r.path: r for r in rows}
+    assert by_path["instruction"].outcome == "sent"
+    assert by_path["instruction"].purpose == "essential.legal_obligation"
+    # The subject as the agent knows it: analytics only ever got a pseudonym ...
+    subject = by_path["subject.customer_id"]
+    assert (subject.outcome, subject.treatment) == ("transformed", "pseudonym()")
+    assert subject.purpose == "analytics.reporting"
+    # ... shipping never got a customer number at all, so its notice names none.
+    shipping = {r.path: r for r in explain(engine, "shipping", "erasure.requested")}
+    assert shipping["subject.customer_id"].outcome == "removed"
+    assert "names no subject" in shipping["subject.customer_id"].why
+    lines = conditions_summary(policy, "shipping", "erasure.requested")
+    assert any("erasure notice" in line for line in lines)
+    assert not any("always withheld" in line for line in lines)
+
+
+def test_cli_explains_an_erasure_notice() -> None:
+    r = CliRunner().invoke(
+        main,
+        [
+            "policy",
+            "explain",
+            "--policy",
+            str(ROOT / "agents.yaml"),
+            "--agent",
+            "shipping",
+            "--event",
+            "erasure.requested",
+        ],
+        env={"COLUMNS": "200"},
+    )
+    assert r.exit_code == 0, r.output
+    assert "instruction" in r.output and "essential.legal_obligation" in r.output
+    assert "erasure notice" in r.output and "always withheld" not in r.output
 
 
 def test_diff_shows_new_flows() -> None:
     old = parse_policy(GOOD)
-    new = parse_policy(GOOD.replace(
-        "          user.unique_id.customer_number: {transform: pseudonym}\n"
-        "          user.unique_id.order_number: {transform: pseudonym}\n",
-        "          user.unique_id.customer_number: send\n"
-        "          user.unique_id.order_number: {transform: pseudonym}\n"
-        "          user.contact.email: {transform: pseudonym}\n", 1))
+    new = parse_policy(
+        GOOD.replace(
+            "          user.unique_id.customer_number: {transform: pseudonym}\n"
+            "          user.unique_id.order_number: {transform: pseudonym}\n",
+            "          user.unique_id.customer_number: send\n"
+            "          user.unique_id.order_number: {transform: pseudonym}\n"
+            "          user.contact.email: {transform: pseudonym}\n",
+            1,
+        )
+    )
     changes = diff_policies(old, new)
     kinds = {(c.kind, c.agent, c.event_type, c.path) for c in changes}
     assert ("more_revealing", "analytics", "order.placed", "subject.customer_id") in kinds
@@ -80,26 +145,79 @@ def test_diff_shows_new_flows() -> None:
 
 def test_cli_policy_commands(tmp_path: Path) -> None:
     runner = CliRunner()
-    r = runner.invoke(main, ["policy", "check", "--policy", str(ROOT / "agents.yaml"),
-                             "--keys-dir", str(tmp_path)])
+    r = runner.invoke(
+        main,
+        ["policy", "check", "--policy", str(ROOT / "agents.yaml"), "--keys-dir", str(tmp_path)],
+    )
     assert r.exit_code == 0, r.output
     assert "0 error(s)" in r.output
-    r = runner.invoke(main, ["policy", "explain", "--policy", str(ROOT / "agents.yaml"),
-                             "--agent", "analytics", "--event", "site.visit"])
+    r = runner.invoke(
+        main,
+        [
+            "policy",
+            "explain",
+            "--policy",
+            str(ROOT / "agents.yaml"),
+            "--agent",
+            "analytics",
+            "--event",
+            "site.visit",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "data.device.ip" in r.output and "transformed" in r.output
     bad = tmp_path / "bad.yaml"
-    bad.write_text(GOOD.replace("user.device.user_agent: send",
-                                "user.device.user_agent: send\n          user.name: send", 1))
+    bad.write_text(
+        GOOD.replace(
+            "user.device.user_agent: send",
+            "user.device.user_agent: send\n          user.name: send",
+            1,
+        )
+    )
     r = runner.invoke(main, ["policy", "check", "--policy", str(bad)])
     assert r.exit_code == 1 and "direct identifiers raw" in r.output
-    r = runner.invoke(main, ["policy", "diff", str(ROOT / "agents.yaml"), str(bad),
-                             "--fail-on-new-flow"])
+    r = runner.invoke(
+        main, ["policy", "diff", str(ROOT / "agents.yaml"), str(bad), "--fail-on-new-flow"]
+    )
     assert r.exit_code == 1 and "new_flow" in r.output
     broken = tmp_path / "broken.yaml"
-    broken.write_text(GOOD.replace("role: third_party", "role: pal"))
+    broken.write_text(GOOD.replace("role: service_provider", "role: pal", 1))
     r = runner.invoke(main, ["policy", "check", "--policy", str(broken)])
     assert r.exit_code == 2
     assert f"{broken}:" in r.output and "role" in r.output
     r = runner.invoke(main, ["schemas", "export", str(tmp_path / "s")])
-    assert r.exit_code == 0 and len(list((tmp_path / "s").glob("*.json"))) == 10
+    assert r.exit_code == 0 and len(list((tmp_path / "s").glob("*.json"))) == 11
+
+
+def test_check_refuses_marketing_on_contract_and_warns_without_with_consent() -> None:
+    on_contract = parse_policy(
+        GOOD.replace(
+            "        legal_basis: legitimate_interests\n        with_consent: consent\n",
+            "        legal_basis: contract\n",
+            1,
+        )
+    )
+    errors = [f.message for f in check_policy(on_contract) if f.level == "error"]
+    assert any("marketing never rests on contract" in m for m in errors)
+    no_consent = parse_policy(GOOD.replace("        with_consent: consent\n", "", 1))
+    warnings = [f.message for f in check_policy(no_consent) if f.level == "warning"]
+    assert any("without with_consent: consent" in m for m in warnings)
+
+
+def test_explain_and_conditions_show_objection_and_the_legal_bases(policy: Policy) -> None:
+    engine = offline_engine(policy)
+    objected = explain(engine, "analytics", "site.visit", objection=True)
+    assert {r.outcome for r in objected} == {"removed"}
+    lines = conditions_summary(policy, "email", "customer.registered")
+    assert any(
+        "legal basis legitimate_interests; consent once the subject opted in" in line
+        and "stops on opt-out, objection or GPC" in line
+        for line in lines
+    )
+    assert any(
+        "stops on objection" in line
+        for line in conditions_summary(policy, "analytics", "site.visit")
+    )
+    reseller = conditions_summary(policy, "reseller", "customer.registered")
+    assert any("needs the marketing opt-in" in line for line in reseller)
+    assert any("not yet known" in line for line in reseller)

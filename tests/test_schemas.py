@@ -9,6 +9,7 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
+from gateway.dev.samples import random_events, scenario, to_jsonl
 from gateway.errors import (
     EventNotJSON,
     EventTooLarge,
@@ -17,7 +18,6 @@ from gateway.errors import (
     UnknownEventType,
 )
 from gateway.events import parse_event, safe_field_name
-from gateway.samples import random_events, scenario, to_jsonl
 from gateway.taxonomy import default_taxonomy, load_taxonomy
 from schemas.base import Strict, cat
 from schemas.registry import (
@@ -57,24 +57,37 @@ def test_an_unlabelled_field_is_a_build_error() -> None:
 
 def test_policy_collects_what_the_privacy_policy_lists() -> None:
     every = {c for t in event_types() for c in field_categories(t).values()}
-    for needed in ("user.name", "user.job_title", "user.contact.organization",
-                   "user.contact.address", "user.contact.phone_number",
-                   "user.contact.fax_number", "user.contact.email",
-                   "user.government_id.employer_identification_number",
-                   "user.government_id.resale_number", "user.financial.trade_reference",
-                   "user.financial.payment_preference", "user.financial.bank_account",
-                   "user.financial.credit_card", "user.health_and_medical.vision_prescription",
-                   "user.health_and_medical.patient_details", "user.content.private",
-                   "user.behavior.browsing_history", "user.behavior.search_history",
-                   "user.device.ip_address", "user.device.user_agent",
-                   "user.behavior.telephony_log", "user.location.precise",
-                   "user.privacy_preferences"):
+    for needed in (
+        "user.name",
+        "user.job_title",
+        "user.contact.organization",
+        "user.contact.address",
+        "user.contact.phone_number",
+        "user.contact.fax_number",
+        "user.contact.email",
+        "user.government_id.employer_identification_number",
+        "user.government_id.resale_number",
+        "user.financial.trade_reference",
+        "user.financial.payment_preference",
+        "user.financial.bank_account",
+        "user.financial.credit_card",
+        "user.health_and_medical.vision_prescription",
+        "user.health_and_medical.patient_details",
+        "user.content.private",
+        "user.behavior.browsing_history",
+        "user.behavior.search_history",
+        "user.device.ip_address",
+        "user.device.user_agent",
+        "user.behavior.telephony_log",
+        "user.location.precise",
+        "user.privacy_preferences",
+    ):
         assert any(c == needed or c.startswith(needed + ".") for c in every), needed
 
 
 def test_bundled_sample_file_is_the_scenario_and_valid() -> None:
     bundled = (ROOT / "gateway" / "data" / "sample_events.jsonl").read_bytes()
-    assert bundled == to_jsonl(scenario()), "regenerate: python -c 'from gateway.samples ...'"
+    assert bundled == to_jsonl(scenario()), "regenerate: python -c 'from gateway.dev.samples ...'"
     types = set()
     for line in bundled.splitlines():
         types.add(parse_event(line).event_type)
@@ -100,12 +113,12 @@ def test_unknown_field_is_rejected_and_named_without_its_value() -> None:
 
 def test_wrong_type_error_names_path_not_value() -> None:
     ev = _order()
-    ev["data"]["payment"]["card"]["number"] = "4111-1111-1111-1111x"
+    ev["data"]["payment"]["card"]["last4"] = "4111x"
     ev["data"]["items"][0]["quantity"] = "many"
     with pytest.raises(SchemaViolation) as e:
         parse_event(orjson.dumps(ev))
     msg = str(e.value)
-    assert "data.payment.card.number" in msg and "data.items[0].quantity" in msg
+    assert "data.payment.card.last4" in msg and "data.items[0].quantity" in msg
     assert "4111" not in msg and "many" not in msg
     assert e.value.reason == "schema"
 
@@ -149,3 +162,46 @@ def test_taxonomy_extension_errors(tmp_path: Path) -> None:
     assert tax.is_marketing("marketing.communications.email")
     assert tax.is_marketing("third_party_sharing.marketing")
     assert not tax.is_marketing("essential.service.notifications.email")
+
+
+def test_data_times_are_bounded_and_utc() -> None:
+    ev = next(e for e in scenario() if e["event_type"] == "order.shipped")
+    ev["data"]["shipped_at"] = "2026-03-04T11:00:00+02:00"
+    assert parse_event(orjson.dumps(ev)).body["data"]["shipped_at"] == "2026-03-04T09:00:00Z"
+    ev["data"]["shipped_at"] = "2026-03-04T11:00:00"  # naive: UTC
+    assert parse_event(orjson.dumps(ev)).body["data"]["shipped_at"] == "2026-03-04T11:00:00Z"
+    for bad in ("1969-12-31T23:59:59Z", "2100-01-01T00:00:00Z", "9999-01-01T00:00:00Z"):
+        ev["data"]["shipped_at"] = bad
+        with pytest.raises(
+            SchemaViolation, match=r"data\.shipped_at: Value error, time out of range: it must be"
+        ):
+            parse_event(orjson.dumps(ev))
+    profile = next(e for e in scenario() if e["event_type"] == "customer.registered")
+    for bad in ("1899-12-31", "2100-01-01"):
+        profile["data"]["date_of_birth"] = bad
+        with pytest.raises(SchemaViolation, match=r"data\.date_of_birth: Value error"):
+            parse_event(orjson.dumps(profile))
+    ticket = {
+        "event_id": "evt-ticket-0001",
+        "event_type": "support.ticket",
+        "schema_version": 1,
+        "occurred_at": "2026-03-04T11:00:00Z",
+        "subject": {"customer_id": "C-1", "type": "consumer"},
+        "data": {
+            "ticket_id": "T-1",
+            "channel": "phone",
+            "subject_line": "Call",
+            "message": "Called about an order",
+            "call": {
+                "calling_number": "+1-217-555-0142",
+                "call_type": "inbound",
+                "started_at": "2026-03-04T10:58:00-05:00",
+                "duration_s": 60,
+            },
+        },
+    }
+    body = parse_event(orjson.dumps(ticket)).body
+    assert body["data"]["call"]["started_at"] == "2026-03-04T15:58:00Z"
+    ticket["data"]["call"]["started_at"] = "yesterday"
+    with pytest.raises(SchemaViolation, match=r"data\.call\.started_at"):
+        parse_event(orjson.dumps(ticket))

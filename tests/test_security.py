@@ -1,4 +1,4 @@
-"""Security promises end to end, on what the real core produces (SPEC §6, §7, §8).
+"""Security promises end to end, on what the real core produces.
 
 * Confidentiality between agents: no agent opens another agent's message.
 * Integrity and context: a tampered, replayed, re-targeted or re-bound message is refused
@@ -26,45 +26,47 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from gateway.agent_reader import AgentReader, Received
 from gateway.cli import main
 from gateway.consent import ConsentState
 from gateway.crypto import SigningKey
+from gateway.dev.samples import scenario
 from gateway.errors import CryptoError
-from gateway.keys import agent_key_paths, load_signing_key
+from gateway.keys import demo_agent_keys_dir, demo_agent_private_key, load_signing_key
 from gateway.ledger import schema as t
 from gateway.ledger.checkpoints import Checkpoint
 from gateway.ledger.store import LedgerStore, open_store
-from gateway.pipeline import AgentMessage, Outcome
+from gateway.pipeline import AgentMessage, EventResult
 from gateway.runtime import Core
-from gateway.samples import scenario
+from gateway.sdk.reader import AgentReader, Received
 from gateway.settings import Settings
 from gateway.web.auth import COOKIE_NAME
-from tests.ledger_data import database
+from tests.ledger.data import database
 
 # --- what the core produced --------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def outcomes(core: Core) -> list[Outcome]:
+def outcomes(core: Core) -> list[EventResult]:
     states: dict[str, ConsentState] = {}
-    return [core.pipeline.process(orjson.dumps(e), states) for e in scenario()]
+    return [core.pipeline.process(orjson.dumps(e), states, verify=False) for e in scenario()]
 
 
 @pytest.fixture(scope="module")
-def messages(outcomes: list[Outcome]) -> list[AgentMessage]:
+def messages(outcomes: list[EventResult]) -> list[AgentMessage]:
     msgs = [m for o in outcomes for m in o.messages]
     assert len({m.agent for m in msgs}) == 5
     return msgs
 
 
 def fresh_reader(settings: Settings, agent: str) -> AgentReader:
-    return AgentReader(agent, agent_key_paths(settings.keys_dir, agent).private,
-                       settings.signing_public_key_path)
+    return AgentReader(
+        agent, demo_agent_private_key(settings.keys_dir, agent), settings.signing_public_key_path
+    )
 
 
 def test_no_agent_can_open_another_agents_message(
-        settings: Settings, messages: list[AgentMessage]) -> None:
+    settings: Settings, messages: list[AgentMessage]
+) -> None:
     agents = sorted({m.agent for m in messages})
     readers = {a: fresh_reader(settings, a) for a in agents}
     opened = 0
@@ -80,7 +82,8 @@ def test_no_agent_can_open_another_agents_message(
 
 
 def test_a_foreign_private_key_cannot_decrypt_even_with_the_header_rewritten(
-        settings: Settings, messages: list[AgentMessage]) -> None:
+    settings: Settings, messages: list[AgentMessage]
+) -> None:
     # An attacker holding the email agent's key rewrites a shipping message's header to
     # say "email": the ciphertext's data key is wrapped for shipping and the header is
     # authenticated, so nothing opens.
@@ -92,7 +95,7 @@ def test_a_foreign_private_key_cannot_decrypt_even_with_the_header_rewritten(
 
 
 def _flip(data: bytes, i: int) -> bytes:
-    return data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1:]
+    return data[:i] + bytes([data[i] ^ 0x01]) + data[i + 1 :]
 
 
 def test_tampered_messages_are_refused(settings: Settings, messages: list[AgentMessage]) -> None:
@@ -103,8 +106,8 @@ def test_tampered_messages_are_refused(settings: Settings, messages: list[AgentM
     tampered = [
         # one bit of the ciphertext
         orjson.dumps({**doc, "ciphertext": base64.b64encode(_flip(ct, len(ct) // 2)).decode()}),
-        # the event or disclosure id in the header (re-binding to another event)
-        orjson.dumps({**doc, "header": {**doc["header"], "event_id": "evt-other-0001"}}),
+        # the agent's reference or the disclosure id in the header (re-binding elsewhere)
+        orjson.dumps({**doc, "header": {**doc["header"], "ref": "0" * 24}}),
         orjson.dumps({**doc, "header": {**doc["header"], "disclosure_id": "0" * 32}}),
         # the key envelope's signature, and truncation
         orjson.dumps({**doc, "envelope": {**doc["envelope"], "sig": doc["envelope"]["sig"][::-1]}}),
@@ -118,7 +121,8 @@ def test_tampered_messages_are_refused(settings: Settings, messages: list[AgentM
 
 
 def test_replays_are_dropped_and_ciphertext_swaps_refused(
-        settings: Settings, messages: list[AgentMessage]) -> None:
+    settings: Settings, messages: list[AgentMessage]
+) -> None:
     ship = [m for m in messages if m.agent == "shipping"]
     assert len(ship) >= 2
     reader = fresh_reader(settings, "shipping")
@@ -134,7 +138,8 @@ def test_replays_are_dropped_and_ciphertext_swaps_refused(
 
 
 def test_a_message_re_targeted_to_another_topic_is_refused_by_that_agent(
-        settings: Settings, messages: list[AgentMessage]) -> None:
+    settings: Settings, messages: list[AgentMessage]
+) -> None:
     # Replayed into another agent's topic, whose reader sees someone else's message.
     m = next(m for m in messages if m.agent == "analytics")
     got = list(fresh_reader(settings, "email").read_many([("agent.email[0]@7", m.value)]))
@@ -146,19 +151,20 @@ def test_a_message_re_targeted_to_another_topic_is_refused_by_that_agent(
 
 
 @pytest.fixture
-def ledger(tmp_path: Path, core: Core, outcomes: list[Outcome]) -> Iterator[tuple[str, Path]]:
+def ledger(tmp_path: Path, core: Core, outcomes: list[EventResult]) -> Iterator[tuple[str, Path]]:
     url = f"sqlite:///{tmp_path / 'ledger.db'}"
     records = [r for o in outcomes for r in o.records]
     with open_store(url, signer=core.signing_key, checkpoint_every=10) as store:
         store.append(records[: len(records) // 2], shard=0)
-        store.append(records[len(records) // 2:], shard=1)
+        store.append(records[len(records) // 2 :], shard=1)
         store.checkpoint()
     yield url, core.settings.keys_dir
 
 
 def verify(url: str, keys: Path, *extra: str) -> Any:
-    return CliRunner().invoke(main, ["log", "verify", "--db", url, "--keys-dir", str(keys),
-                                     "--format", "json", *extra])
+    return CliRunner().invoke(
+        main, ["log", "verify", "--db", url, "--keys-dir", str(keys), "--format", "json", *extra]
+    )
 
 
 def sql(url: str, stmt: str, **params: Any) -> None:
@@ -184,14 +190,18 @@ def test_an_intact_log_verifies(ledger: tuple[str, Path]) -> None:
 
 
 @pytest.mark.parametrize("auditor", ["signing key", "public key only"])
-def test_an_edited_record_is_detected(ledger: tuple[str, Path], tmp_path: Path,
-                                      auditor: str) -> None:
+def test_an_edited_record_is_detected(
+    ledger: tuple[str, Path], tmp_path: Path, auditor: str
+) -> None:
     url, keys = ledger
     engine = sa.create_engine(url)
     with engine.connect() as conn:
-        rid, body = conn.execute(sa.text(
-            "SELECT record_id, body FROM ledger_records WHERE outcome = 'disclosed' "
-            "ORDER BY shard, seq LIMIT 1")).one()
+        rid, body = conn.execute(
+            sa.text(
+                "SELECT record_id, body FROM ledger_records WHERE outcome = 'disclosed' "
+                "ORDER BY shard, seq LIMIT 1"
+            )
+        ).one()
     engine.dispose()
     # Rewrite history: the disclosure becomes a withholding.
     edited = body.replace('"outcome":"disclosed"', '"outcome":"withheld"')
@@ -205,8 +215,11 @@ def test_an_edited_record_is_detected(ledger: tuple[str, Path], tmp_path: Path,
 
 def test_a_deleted_record_is_detected(ledger: tuple[str, Path], tmp_path: Path) -> None:
     url, keys = ledger
-    sql(url, "DELETE FROM ledger_terms WHERE record_id IN (SELECT record_id FROM "
-             "ledger_records WHERE shard = 1 AND seq = 3)")
+    sql(
+        url,
+        "DELETE FROM ledger_terms WHERE record_id IN (SELECT record_id FROM "
+        "ledger_records WHERE shard = 1 AND seq = 3)",
+    )
     sql(url, "DELETE FROM ledger_records WHERE shard = 1 AND seq = 3")
     for k in (keys, public_keys(keys, tmp_path)):
         res = verify(url, k)
@@ -220,9 +233,16 @@ def test_a_forged_checkpoint_is_detected(ledger: tuple[str, Path], tmp_path: Pat
     cp = Checkpoint.sign(SigningKey.generate(), 0, 5, b"\x42" * 32)
     store: LedgerStore = open_store(url, create=False)
     with store.engine.begin() as conn:
-        conn.execute(t.checkpoints.insert().values(
-            shard=0, tree_size=5, root_hash=cp.root_hash, timestamp=cp.timestamp,
-            key_id=signer.key_id, signature=cp.signature))
+        conn.execute(
+            t.checkpoints.insert().values(
+                shard=0,
+                tree_size=5,
+                root_hash=cp.root_hash,
+                timestamp=cp.timestamp,
+                key_id=signer.key_id,
+                signature=cp.signature,
+            )
+        )
     store.close()
     for k in (keys, public_keys(keys, tmp_path)):
         res = verify(url, k)
@@ -241,22 +261,36 @@ def test_a_re_signed_root_cannot_be_passed_off(ledger: tuple[str, Path]) -> None
 
 # --- the review page ------------------------------------------------------------------------
 
-ROUTES_GET = ["/", "/records", "/records?format=json", "/records/x", "/subject",
-              "/subject?subject=C-1001&format=json", "/agents", "/agents/email",
-              "/shine-the-light", "/verify"]
+ROUTES_GET = [
+    "/",
+    "/records",
+    "/records?format=json",
+    "/records/x",
+    "/subject",
+    "/subject?subject=C-1001&format=json",
+    "/agents",
+    "/agents/email",
+    "/shine-the-light",
+    "/verify",
+]
 ROUTES_POST = ["/verify", "/logout"]
 
 
-@pytest.fixture(scope="module", params=["sqlite",
-                                        pytest.param("postgresql", marks=pytest.mark.postgres)])
-def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-         core: Core) -> Iterator[Any]:
-    from tests.test_web import Seeded, Server, review_config
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def site(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, core: Core
+) -> Iterator[Any]:
+    from tests.web.helpers import Seeded, Server, review_config
 
     tmp = tmp_path_factory.mktemp(f"sec-{request.param}")
     states: dict[str, ConsentState] = {}
-    records = [r for e in scenario()
-               for r in core.pipeline.process(orjson.dumps(e), states).records]
+    records = [
+        r
+        for e in scenario()
+        for r in core.pipeline.process(orjson.dumps(e), states, verify=False).records
+    ]
     with database(request.param, tmp) as url:
         with open_store(url, signer=core.signing_key) as s:
             s.append(records, shard=0)
@@ -286,10 +320,17 @@ def test_the_review_page_refuses_unauthenticated_requests(site: Any) -> None:
 
 # (Not "the password + NUL bytes": scrypt keys HMAC with the password, and HMAC pads short
 # keys with zero bytes, so trailing NULs are the same password; that gains a guesser nothing.)
-@pytest.mark.parametrize("user,password", [("reviewer", "wrong"), ("root", "correct horse "
-                         "battery staple"), ("", ""), ("reviewer' --", "x' OR '1'='1"),
-                         ("reviewer", "correct horse battery stapl"),
-                         ("Reviewer", "correct horse battery staple")])
+@pytest.mark.parametrize(
+    "user,password",
+    [
+        ("reviewer", "wrong"),
+        ("root", "correct horse battery staple"),
+        ("", ""),
+        ("reviewer' --", "x' OR '1'='1"),
+        ("reviewer", "correct horse battery stapl"),
+        ("Reviewer", "correct horse battery staple"),
+    ],
+)
 def test_the_review_page_refuses_wrong_credentials(site: Any, user: str, password: str) -> None:
     c = site.client(login=False)
     r = c.login(user, password)
@@ -300,9 +341,19 @@ def test_the_review_page_refuses_wrong_credentials(site: Any, user: str, passwor
     assert c.get("/records?format=json").status in (303, 401)
 
 
-INJECTIONS = ["' OR '1'='1", "shipping' --", "x' UNION SELECT body FROM ledger_records --",
-              "'; DELETE FROM ledger_records; --", "%", "_", "*", "\\", "shipping%",
-              "<script>alert(1)</script>", '"><svg onload=alert(1)>']
+INJECTIONS = [
+    "' OR '1'='1",
+    "shipping' --",
+    "x' UNION SELECT body FROM ledger_records --",
+    "'; DELETE FROM ledger_records; --",
+    "%",
+    "_",
+    "*",
+    "\\",
+    "shipping%",
+    "<script>alert(1)</script>",
+    '"><svg onload=alert(1)>',
+]
 
 
 def test_filter_parameters_cannot_inject(site: Any) -> None:
@@ -311,8 +362,9 @@ def test_filter_parameters_cannot_inject(site: Any) -> None:
     everything = len(orjson.loads(c.get("/records?format=json&per_page=500").body))
     assert everything > 0
     for param, value in itertools.product(
-            ["agent", "outcome", "category", "purpose", "event_type", "subject", "subject_ref"],
-            INJECTIONS):
+        ["agent", "outcome", "category", "purpose", "event_type", "subject", "subject_ref"],
+        INJECTIONS,
+    ):
         for accept in ("application/json", "text/html"):
             q = urlencode({param: value, "format": "json" if "json" in accept else "html"})
             r = c.request("GET", "/records?" + q, accept=accept, follow=True)
@@ -333,10 +385,15 @@ def _mode(p: Path) -> int:
 
 
 def secrets_of(keys: Path) -> list[str]:
-    """Every private key as it is stored and in the forms a leak would take."""
+    """Every private key as it is stored and in the forms a leak would take (the demo
+    agents' keys live beside the keys directory)."""
     out: list[str] = []
-    for p in [keys / "gateway-signing.key", keys / "pseudonym.key",
-              *sorted((keys / "agents").glob("*.key"))]:
+    for p in [
+        keys / "gateway-signing.key",
+        keys / "pseudonym.key",
+        *sorted((keys / "agents").glob("*.key")),
+        *sorted(demo_agent_keys_dir(keys).glob("*.key")),
+    ]:
         text = p.read_text().strip()
         out.append(text)
         body = "".join(line for line in text.splitlines() if "-----" not in line)
@@ -356,13 +413,19 @@ def test_keys_are_created_0600_and_never_printed(tmp_path: Path) -> None:
         keys = tmp_path / "keys"
         runner = CliRunner()
         r1 = runner.invoke(main, ["keys", "init", "--keys-dir", str(keys)])
-        r2 = runner.invoke(main, ["keys", "agent", "shipping", "--keys-dir", str(keys)])
+        out = str(demo_agent_keys_dir(keys))
+        r2 = runner.invoke(
+            main, ["keys", "agent", "shipping", "--keys-dir", str(keys), "--out", out]
+        )
         r3 = runner.invoke(main, ["keys", "show", "--keys-dir", str(keys)])
     finally:
         os.umask(old)
     assert r1.exit_code == 0 and r2.exit_code == 0, r1.output + r2.output
-    for p in (keys / "gateway-signing.key", keys / "pseudonym.key",
-              keys / "agents" / "shipping.key"):
+    for p in (
+        keys / "gateway-signing.key",
+        keys / "pseudonym.key",
+        demo_agent_keys_dir(keys) / "shipping.key",
+    ):
         assert _mode(p) == 0o600, (p, oct(_mode(p)))
     assert _mode(keys) & 0o077 == 0
     printed = r1.output + r2.output + r3.output
@@ -370,10 +433,11 @@ def test_keys_are_created_0600_and_never_printed(tmp_path: Path) -> None:
         assert s not in printed
 
 
+@pytest.mark.slow
 @pytest.mark.broker
 def test_a_worker_never_logs_key_material(broker, topic_prefix: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     from gateway.sdk.publisher import Publisher
-    from tests.stream_helpers import Env, Worker
+    from tests.stream.helpers import Env, Worker
 
     env = Env.create(tmp_path, broker.bootstrap, topic_prefix)
     lines = [orjson.dumps(e) for e in scenario()]

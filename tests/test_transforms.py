@@ -53,8 +53,10 @@ def test_ip_truncation_equals_the_network_address(v4: int, v6: int) -> None:
     rng = random.Random(v4 * 1000 + v6)
     for _ in range(500):
         ip: ipaddress.IPv4Address | ipaddress.IPv6Address = (
-            ipaddress.IPv4Address(rng.getrandbits(32)) if rng.random() < 0.5
-            else ipaddress.IPv6Address(rng.getrandbits(128)))
+            ipaddress.IPv4Address(rng.getrandbits(32))
+            if rng.random() < 0.5
+            else ipaddress.IPv6Address(rng.getrandbits(128))
+        )
         prefix = v4 if ip.version == 4 else v6
         want = str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False).network_address)
         assert t("truncate_ip", str(ip), v4_prefix=v4, v6_prefix=v6) == want
@@ -70,19 +72,31 @@ def test_coarse_location() -> None:
     assert t("coarse_location", -74.005974, decimals=2) == -74.01
 
 
-@pytest.mark.parametrize(("name", "value"), [
-    ("truncate_ip", "not-an-ip"), ("zip3", "12"), ("year", "someday"),
-    ("age_band", "2030-01-01"), ("coarse_location", "north"),
-])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("truncate_ip", "not-an-ip"),
+        ("zip3", "12"),
+        ("year", "someday"),
+        ("age_band", "2030-01-01"),
+        ("coarse_location", "north"),
+    ],
+)
 def test_bad_values_raise_value_error(name: str, value: object) -> None:
     with pytest.raises(ValueError):
         t(name, value)
 
 
-@pytest.mark.parametrize(("name", "params"), [
-    ("mask", {"keep": -1}), ("mask", {"nope": 1}), ("pseudonym", {"length": 4}),
-    ("coarse_location", {"decimals": 9}), ("truncate_ip", {"v4_prefix": 40}),
-])
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("mask", {"keep": -1}),
+        ("mask", {"nope": 1}),
+        ("pseudonym", {"length": 4}),
+        ("coarse_location", {"decimals": 9}),
+        ("truncate_ip", {"v4_prefix": 40}),
+    ],
+)
 def test_bad_parameters_are_rejected_at_build(name: str, params: dict) -> None:
     with pytest.raises(ValueError):
         TRANSFORMS[name].build(params)
