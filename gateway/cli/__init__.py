@@ -19,7 +19,20 @@ def main() -> None:
 
 
 def _register() -> None:
-    from gateway.cli import agent, audit, bench, keys, log, policy, replay, review, stream
+    from gateway.cli import (
+        agent,
+        audit,
+        bench,
+        deadletter,
+        dev,
+        keys,
+        log,
+        policy,
+        replay,
+        review,
+        stream,
+        witness,
+    )
 
     main.add_command(keys.keys)
     main.add_command(policy.policy)
@@ -27,12 +40,15 @@ def _register() -> None:
     main.add_command(replay.replay_cmd)
     main.add_command(agent.agent)
     main.add_command(log.log)
+    witness.register(log.log)
     main.add_command(review.review)
     main.add_command(audit.audit)
     main.add_command(stream.run_cmd)
     main.add_command(stream.demo_cmd)
     main.add_command(stream.publish_cmd)
     main.add_command(bench.bench_cmd)
+    main.add_command(deadletter.deadletter)
+    main.add_command(dev.dev)
 
 
 _register()

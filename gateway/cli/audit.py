@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
 
 import click
 import orjson
 
+from gateway.audit import Finding, ReconcileReport, reconcile_deployment, reconcile_until_settled
+from gateway.audit.snapshot import CONNECT_TIMEOUT, READ_TIMEOUT
 from gateway.cli.common import (
     GatewayGroup,
     console,
@@ -28,6 +29,7 @@ from gateway.cli.common import (
     settings_from,
 )
 from gateway.errors import GatewayError
+from gateway.runtime import build_core
 
 
 @click.group("audit", cls=GatewayGroup)
@@ -40,77 +42,139 @@ def audit() -> None:
 @keys_dir_option
 @click.option("--bootstrap", help="Kafka bootstrap address [env GATEWAY_BOOTSTRAP_SERVERS].")
 @click.option("--db", metavar="URL", help="Ledger URL [env GATEWAY_LEDGER_URL].")
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              show_default=True)
-@click.option("--wait", type=click.FloatRange(min=0), default=0.0, show_default=True,
-              help="Seconds to keep re-checking while work is still in flight (pending) "
-                   "or a gap may yet close (a lagging sink).")
-@click.option("--strict", is_flag=True,
-              help="Also fail on warnings (conflicts, unexpected ids, malformed entries, "
-                   "reused event ids) and on work still pending.")
-@click.option("--no-offsets", is_flag=True,
-              help="Ignore the gateway's committed offsets: treat every input as processed "
-                   "(for a stopped deployment, or a broker without consumer-group offsets).")
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
-              help="Findings listed per kind.")
-def reconcile_cmd(policy: Path | None, keys_dir: Path | None, bootstrap: str | None,
-                  db: str | None, fmt: str, wait: float, strict: bool, no_offsets: bool,
-                  limit: int) -> None:
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Seconds to keep re-checking while work is still in flight (pending) "
+    "or a gap may yet close (a lagging sink).",
+)
+@click.option(
+    "--read-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=READ_TIMEOUT,
+    show_default=True,
+    metavar="SECONDS",
+    help="Time allowed to read each topic to its end.",
+)
+@click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=CONNECT_TIMEOUT,
+    show_default=True,
+    metavar="SECONDS",
+    help="Time the broker has to answer before it is reported unreachable.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Also fail on warnings (conflicts, unexpected ids, malformed entries, "
+    "reused event ids) and on work still pending.",
+)
+@click.option(
+    "--no-offsets",
+    is_flag=True,
+    help="Ignore the gateway's committed offsets: treat every input as processed "
+    "(for a stopped deployment, or a broker without consumer-group offsets).",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Findings listed per kind.",
+)
+def reconcile_cmd(
+    policy: Path | None,
+    keys_dir: Path | None,
+    bootstrap: str | None,
+    db: str | None,
+    fmt: str,
+    wait: float,
+    read_timeout: float,
+    connect_timeout: float,
+    strict: bool,
+    no_offsets: bool,
+    limit: int,
+) -> None:
     """Reconcile input, disclosures, agent topics, dead letters and the ledger."""
-    from gateway.audit import reconcile_deployment, reconcile_until_settled
-    from gateway.runtime import build_core
-
     s = settings_from(policy, keys_dir, bootstrap_servers=bootstrap, ledger_url=db)
     if not s.bootstrap_servers:
         raise click.UsageError("no broker: pass --bootstrap or set GATEWAY_BOOTSTRAP_SERVERS")
     pipeline = build_core(s).pipeline
     try:
         rep = reconcile_until_settled(
-            lambda: reconcile_deployment(s, pipeline=pipeline, use_offsets=not no_offsets),
-            wait, offsets=not no_offsets)
+            lambda: reconcile_deployment(
+                s,
+                pipeline=pipeline,
+                use_offsets=not no_offsets,
+                read_timeout=read_timeout,
+                connect_timeout=connect_timeout,
+            ),
+            wait,
+            offsets=not no_offsets,
+        )
     except (OSError, TimeoutError) as e:
         raise GatewayError(f"cannot read the deployment: {e}") from None
     except Exception as e:  # kafka-python's errors: name them, keep the one-line contract
         if type(e).__module__.startswith("kafka"):
-            raise GatewayError(f"cannot read from Kafka at {s.bootstrap_servers}: "
-                               f"{type(e).__name__}") from None
+            raise GatewayError(
+                f"cannot read from Kafka at {s.bootstrap_servers}: {type(e).__name__}"
+            ) from None
         raise
     if fmt == "json":
-        sys.stdout.write(orjson.dumps(rep.to_dict(limit), option=orjson.OPT_INDENT_2).decode()
-                         + "\n")
+        sys.stdout.write(
+            orjson.dumps(rep.to_dict(limit), option=orjson.OPT_INDENT_2).decode() + "\n"
+        )
     else:
         _print(rep, limit)
     if not rep.ok(strict):
         sys.exit(1)
 
 
-def _print(rep: Any, limit: int) -> None:
+def _print(rep: ReconcileReport, limit: int) -> None:
     c = rep.counts
-    console.print(f"inputs {c['inputs']} ({c['events']} events, {c['expected_dead_letters']} "
-                  f"to dead-letter); records expected {c['expected_records']}, on the "
-                  f"disclosure topic {c['disclosure_topic']}, in the ledger {c['ledger']}; "
-                  f"agent messages {c['agent_messages']} (expected {c['expected_messages']}); "
-                  f"dead letters {c['dead_letter_topic']}")
+    console.print(
+        f"inputs {c['inputs']} ({c['events']} events, {c['expected_dead_letters']} "
+        f"to dead-letter); records expected {c['expected_records']}, on the "
+        f"disclosure topic {c['disclosure_topic']}, in the ledger {c['ledger']}; "
+        f"agent messages {c['agent_messages']} (expected {c['expected_messages']}); "
+        f"dead letters {c['dead_letter_topic']}"
+    )
     dups = {k: v for k, v in rep.duplicates.items() if v}
-    console.print("duplicates (harmless, recognised by id): "
-                  + (", ".join(f"{k} {v}" for k, v in sorted(dups.items())) or "none")
-                  + f"; re-issued messages {rep.reissued}")
-    for title, items in (("GAP", rep.gaps), ("warning", rep.warnings),
-                         ("pending", rep.pending)):
-        by_kind: dict[str, list[Any]] = {}
+    console.print(
+        "duplicates (harmless, recognised by id): "
+        + (", ".join(f"{k} {v}" for k, v in sorted(dups.items())) or "none")
+        + f"; re-issued messages {rep.reissued}"
+    )
+    for title, items in (("GAP", rep.gaps), ("warning", rep.warnings), ("pending", rep.pending)):
+        by_kind: dict[str, list[Finding]] = {}
         for f in items:
             by_kind.setdefault(f.kind, []).append(f)
         for kind, fs in sorted(by_kind.items()):
             console.print(f"[bold]{title}[/bold] {kind}: {len(fs)}")
             for f in fs[:limit]:
-                where = " ".join(x for x in (f.position, f.agent and f"agent={f.agent}",
-                                             f.event_id and f"event={f.event_id}",
-                                             f.record_id and f"id={f.record_id}") if x)
+                where = " ".join(
+                    x
+                    for x in (
+                        f.position,
+                        f.agent and f"agent={f.agent}",
+                        f.event_id and f"event={f.event_id}",
+                        f.record_id and f"id={f.record_id}",
+                    )
+                    if x
+                )
                 console.print(f"  {where}: {f.what}", markup=False)
             if len(fs) > limit:
                 console.print(f"  … and {len(fs) - limit} more")
     s = rep.summary()
     verdict = "[green]no gaps[/green]" if rep.ok() else "[red]GAPS FOUND[/red]"
-    console.print(f"{verdict}: lost {s['lost']}, unlogged {s['unlogged']}, "
-                  f"unledgered {s['unledgered']}; pending {s['pending']}; warnings "
-                  f"{len(rep.warnings)}")
+    console.print(
+        f"{verdict}: lost {s['lost']}, unlogged {s['unlogged']}, "
+        f"unledgered {s['unledgered']}; pending {s['pending']}; warnings "
+        f"{len(rep.warnings)}"
+    )

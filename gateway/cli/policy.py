@@ -16,6 +16,7 @@ from gateway.policy_tools import (
     diff_policies,
     explain,
     offline_engine,
+    retention_summary,
 )
 from schemas.registry import event_types, export_json_schemas
 
@@ -40,8 +41,10 @@ def check(policy: Path | None, keys_dir: Path | None) -> None:
         console.print(f"[{color}]{f.level}[/{color}] {f.agent}: {f.message}")
     errors = sum(f.level == "error" for f in findings)
     warnings = len(findings) - errors
-    console.print(f"{s.policy_path}: {len(p.agents)} agents, policy version "
-                  f"{p.policy_version}: {errors} error(s), {warnings} warning(s)")
+    console.print(
+        f"{s.policy_path}: {len(p.agents)} agents, policy version "
+        f"{p.policy_version}: {errors} error(s), {warnings} warning(s)"
+    )
     if errors:
         sys.exit(1)
 
@@ -50,30 +53,59 @@ def check(policy: Path | None, keys_dir: Path | None) -> None:
 @policy_option
 @click.option("--agent", "agent_name", required=True, help="Agent name.")
 @click.option("--event", "event_type", required=True, type=click.Choice(event_types()))
-@click.option("--sensitive-opt-in", is_flag=True,
-              help="As for a subject who explicitly opted in to sensitive data sharing.")
-@click.option("--marketing-opted-out", is_flag=True,
-              help="As for a subject who opted out of marketing (or sent GPC).")
-def explain_cmd(policy: Path | None, agent_name: str, event_type: str,
-                sensitive_opt_in: bool, marketing_opted_out: bool) -> None:
-    """Every field of EVENT for AGENT: sent, transformed or removed, and why."""
+@click.option(
+    "--sensitive-opt-in",
+    is_flag=True,
+    help="As for a subject who explicitly opted in to sensitive data sharing.",
+)
+@click.option(
+    "--marketing-opted-out",
+    is_flag=True,
+    help="As for a subject who opted out of marketing (or sent GPC).",
+)
+@click.option(
+    "--objected",
+    is_flag=True,
+    help="As for a subject who objected to processing on legitimate interests.",
+)
+def explain_cmd(
+    policy: Path | None,
+    agent_name: str,
+    event_type: str,
+    sensitive_opt_in: bool,
+    marketing_opted_out: bool,
+    objected: bool,
+) -> None:
+    """Every field of EVENT for AGENT: sent, transformed or removed, and why (with what a
+    health hint in a free-text value changes), the conditions, and how long records about
+    the event's categories are kept."""
     s = settings_from(policy)
     p = load_policy(s.policy_path)
     if agent_name not in p.agents:
-        raise click.BadParameter(f"unknown agent {agent_name!r}; the policy has "
-                                 f"{', '.join(p.agents)}", param_hint="--agent")
+        raise click.BadParameter(
+            f"unknown agent {agent_name!r}; the policy has {', '.join(p.agents)}",
+            param_hint="--agent",
+        )
     engine = offline_engine(p)
-    rows = explain(engine, agent_name, event_type, sensitive_opt_in=sensitive_opt_in,
-                   marketing_allowed=not marketing_opted_out)
+    rows = explain(
+        engine,
+        agent_name,
+        event_type,
+        sensitive_opt_in=sensitive_opt_in,
+        marketing_allowed=not marketing_opted_out,
+        objection=objected,
+    )
     table = Table(title=f"{agent_name} ← {event_type}  (policy {p.policy_version})")
     for col in ("field", "category", "outcome", "treatment", "purpose", "why"):
         table.add_column(col)
     for r in rows:
         st = _STYLE[r.outcome]
-        table.add_row(r.path, r.category, f"[{st}]{r.outcome}[/{st}]", r.treatment,
-                      r.purpose, r.why)
+        why = f"{r.why}; {r.hint}" if r.hint else r.why
+        table.add_row(r.path, r.category, f"[{st}]{r.outcome}[/{st}]", r.treatment, r.purpose, why)
     console.print(table)
     for line in conditions_summary(p, agent_name, event_type):
+        console.print(f"  • {line}")
+    for line in retention_summary(p, event_type):
         console.print(f"  • {line}")
 
 
@@ -92,8 +124,9 @@ def diff_cmd(old: Path, new: Path, fail_on_new_flow: bool) -> None:
         table.add_column(col)
     for c in changes:
         color = "red" if c.kind in ("new_flow", "more_revealing", "agent_added") else "cyan"
-        table.add_row(f"[{color}]{c.kind}[/{color}]", c.agent, c.event_type, c.path,
-                      c.before, c.after)
+        table.add_row(
+            f"[{color}]{c.kind}[/{color}]", c.agent, c.event_type, c.path, c.before, c.after
+        )
     console.print(table)
     new_flows = sum(c.kind in ("new_flow", "more_revealing", "agent_added") for c in changes)
     console.print(f"{len(changes)} change(s), {new_flows} that would disclose more")

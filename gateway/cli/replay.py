@@ -15,15 +15,28 @@ from gateway.runtime import build_core, ensure_demo_keys
 
 @click.command("replay")
 @click.argument("events", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False,
-              path_type=Path), help="Output directory.")
-@click.option("--demo-keys/--no-demo-keys", default=True, show_default=True,
-              help="Create missing gateway and agent keys (local use).")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output directory.",
+)
+@click.option(
+    "--demo-keys/--no-demo-keys",
+    default=True,
+    show_default=True,
+    help="Create missing gateway and agent keys (local use).",
+)
 @policy_option
 @keys_dir_option
-def replay_cmd(events: Path, out_dir: Path, demo_keys: bool, policy: Path | None,
-               keys_dir: Path | None) -> None:
-    """Run EVENTS (JSON lines) through the policy and write what each agent would get."""
+def replay_cmd(
+    events: Path, out_dir: Path, demo_keys: bool, policy: Path | None, keys_dir: Path | None
+) -> None:
+    """Run EVENTS (JSON lines) through the policy and write what each agent would get.
+
+    The file is trusted as a whole: publisher signatures live in Kafka record headers, not
+    in a file, so they are not checked here."""
     s = settings_from(policy, keys_dir)
     p = load_policy(s.policy_path)
     if demo_keys:
@@ -35,14 +48,19 @@ def replay_cmd(events: Path, out_dir: Path, demo_keys: bool, policy: Path | None
     for col in ("agent", "disclosed", "withheld", "erasure notices", "topic file"):
         table.add_column(col)
     for name, agent in p.agents.items():
-        table.add_row(name, str(summary.outcomes[(name, "disclosed")]),
-                      str(summary.outcomes[(name, "withheld")]),
-                      str(summary.outcomes[(name, "erasure_notice")]),
-                      str(out_dir / "topics" / f"{agent.topic}.jsonl"))
+        table.add_row(
+            name,
+            str(summary.outcomes[(name, "disclosed")]),
+            str(summary.outcomes[(name, "withheld")]),
+            str(summary.outcomes[(name, "erasure_notice")]),
+            str(out_dir / "topics" / f"{agent.topic}.jsonl"),
+        )
     console.print(table)
-    console.print(f"{summary.lines} lines: {summary.events} events processed, "
-                  f"{summary.dead_letters} dead-lettered ({out_dir / 'deadletter.jsonl'}); "
-                  f"records in {out_dir / 'records.jsonl'}")
+    console.print(
+        f"{summary.lines} lines: {summary.events} events processed, "
+        f"{summary.dead_letters} dead-lettered ({out_dir / 'deadletter.jsonl'}); "
+        f"records in {out_dir / 'records.jsonl'}"
+    )
     if summary.dead_letters:
         for line in (out_dir / "deadletter.jsonl").read_text().splitlines()[:10]:
             console.print(f"  [red]dead letter[/red] {line}")

@@ -1,9 +1,18 @@
-"""Reviewer authentication: one set of credentials from the settings, signed session cookies.
+"""Reviewer authentication: accounts with roles from the settings, signed session cookies.
 
-The reviewer password comes from ``GATEWAY_REVIEWER_PASSWORD``, either plain or as
-``scrypt$<salt hex>$<hash hex>`` (N=2**14, r=8, p=1, 32 bytes), so that the environment or
-``.env`` need not hold the password itself. Make one with ``gateway review --hash-password``
-or, without the gateway installed::
+Each account has a role: a ``viewer`` reads the log; a ``recorder`` may also record
+disclosures made outside the stream. Accounts come from
+
+* ``GATEWAY_REVIEWERS_FILE``: one ``user:role:scrypt$...`` line per account (``#`` starts a
+  comment; hashes only, never a password), and
+* ``GATEWAY_REVIEWER_USER`` / ``GATEWAY_REVIEWER_PASSWORD``: one account, a ``viewer``. The
+  page was read-only before roles existed, so this account keeps exactly what it had: no
+  deployment gains a writer without saying so in the file.
+
+A password is plain (only in ``GATEWAY_REVIEWER_PASSWORD``) or
+``scrypt$<salt hex>$<hash hex>`` (N=2**14, r=8, p=1, 32 bytes), so that the environment,
+``.env`` or the file need not hold the password itself. Make one with ``gateway review
+--hash-password`` or, without the gateway installed::
 
     python -c 'import getpass as g,hashlib as h,os;s=os.urandom(16);print(f"scrypt${s.hex()}${h.scrypt(g.getpass().encode(),salt=s,n=2**14,r=8,p=1,dklen=32).hex()}")'
 
@@ -24,8 +33,10 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from pathlib import Path
+from typing import Final, Literal, get_args
 
 import orjson
 
@@ -44,7 +55,8 @@ COOKIE_NAME: Final = "gw_review"
 MISSING_HINT: Final = (
     "the review page needs reviewer credentials: set GATEWAY_REVIEWER_USER and"
     " GATEWAY_REVIEWER_PASSWORD (in the environment or .env); the password may be plain or"
-    " a hash made with `gateway review --hash-password`"
+    " a hash made with `gateway review --hash-password`. Or list accounts with roles in"
+    " GATEWAY_REVIEWERS_FILE"
 )
 
 
@@ -60,6 +72,68 @@ def hash_password(password: str, salt: bytes | None = None) -> str:
         raise ValueError("the password must not be empty")
     salt = os.urandom(16) if salt is None else salt
     return f"scrypt${salt.hex()}${_scrypt(password, salt).hex()}"
+
+
+MIN_PASSWORD_LENGTH: Final = 10
+# Passwords (and their words) that guessing lists try first, compared without case,
+# spaces, digits or punctuation: "Password 2024!" is "password". Kept short on purpose:
+# length does most of the work, the list catches the long-but-obvious.
+COMMON_PASSWORDS: Final = frozenset(
+    {
+        "abcdefghij",
+        "admin",
+        "administrator",
+        "changeme",
+        "correcthorsebatterystaple",
+        "disclosure",
+        "disclosurereview",
+        "dragon",
+        "football",
+        "gateway",
+        "iloveyou",
+        "letmein",
+        "login",
+        "master",
+        "monkey",
+        "passphrase",
+        "passw",
+        "password",
+        "passwordpassword",
+        "passwort",
+        "princess",
+        "qwerty",
+        "qwertyuiop",
+        "qwertz",
+        "qwertzuiop",
+        "review",
+        "reviewer",
+        "secret",
+        "sunshine",
+        "superman",
+        "trustno",
+        "welcome",
+        "whatever",
+        "",  # nothing but digits and punctuation: 1234567890, !!!!!!!!!!
+    }
+)
+
+
+def password_problem(password: str) -> str | None:
+    """Why ``password`` is too weak for the reviewer, or None: at least
+    ``MIN_PASSWORD_LENGTH`` characters, at least five different ones, and not a common
+    password with digits or punctuation around it."""
+    advice = "; choose a passphrase of several unrelated words, or let a password manager make one"
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return (
+            f"the password is too short ({len(password)} characters): use at least"
+            f" {MIN_PASSWORD_LENGTH}{advice}"
+        )
+    if len(set(password)) < 5:
+        return f"the password has too few different characters (fewer than 5){advice}"
+    letters = "".join(c for c in password.lower() if c.isalpha())
+    if letters in COMMON_PASSWORDS or letters == letters[:1] * len(letters):
+        return f"the password is a common one that guessing tries first{advice}"
+    return None
 
 
 def _digest(value: str) -> bytes:
@@ -105,6 +179,137 @@ class Credentials:
         else:
             pass_ok = hmac.compare_digest(_digest(password), _digest(self.plain or ""))
         return user_ok & pass_ok
+
+
+Role = Literal["viewer", "recorder"]
+ROLES: Final[tuple[Role, ...]] = get_args(Role)
+USER_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
+
+
+@dataclass(frozen=True)
+class Account:
+    """A reviewer: the name, the role and what the password is checked against."""
+
+    user: str
+    role: Role
+    credentials: Credentials = field(repr=False)
+
+    @property
+    def can_record(self) -> bool:
+        """May record disclosures made outside the stream."""
+        return self.role == "recorder"
+
+
+class Accounts:
+    """The reviewer accounts: user names are unique, there is at least one."""
+
+    def __init__(self, accounts: Sequence[Account]) -> None:
+        if not accounts:
+            raise ConfigError("no reviewer accounts; " + MISSING_HINT)
+        self._by_user: dict[str, Account] = {}
+        for a in accounts:
+            if a.user in self._by_user:
+                raise ConfigError(
+                    f"reviewer {a.user!r} is configured twice (GATEWAY_REVIEWER_USER and"
+                    " GATEWAY_REVIEWERS_FILE, or two lines of the file): keep one"
+                )
+            self._by_user[a.user] = a
+        self.accounts: tuple[Account, ...] = tuple(accounts)
+
+    @classmethod
+    def of(cls, given: Credentials | Accounts) -> Accounts:
+        """``given`` as accounts: credentials alone are one viewer."""
+        if isinstance(given, Accounts):
+            return given
+        return cls([Account(given.user, "viewer", given)])
+
+    def get(self, user: str) -> Account | None:
+        return self._by_user.get(user)
+
+    def check(self, user: str, password: str) -> Account | None:
+        """The account ``user`` logs in to with ``password``, or None. Exactly one password
+        check either way (an unknown name is checked against another account, and fails
+        on its name), so neither the time taken nor the work done tells names apart."""
+        account = self._by_user.get(user)
+        target = account if account is not None else self.accounts[0]
+        return target if target.credentials.check(user, password) else None
+
+    def describe(self) -> str:
+        return ", ".join(f"{a.user} ({a.role})" for a in self.accounts)
+
+    @property
+    def recorders(self) -> tuple[Account, ...]:
+        return tuple(a for a in self.accounts if a.can_record)
+
+
+def parse_reviewers(text: str, source: str) -> list[Account]:
+    """Accounts from ``user:role:scrypt$salt$hash`` lines (blank lines and ``#`` comments
+    skipped); a ConfigError names the line and what is wrong with it (never a hash)."""
+    out: list[Account] = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        where = f"{source}:{n}"
+        parts = line.split(":")
+        if len(parts) != 3:
+            raise ConfigError(
+                f"{where}: a reviewer line is user:role:hash (role {' or '.join(ROLES)},"
+                " the hash from `gateway review --hash-password`)"
+            )
+        user, role, secret = (p.strip() for p in parts)
+        if not USER_RE.fullmatch(user):
+            raise ConfigError(
+                f"{where}: the user name must be 1 to 64 letters, digits or . _ @ + -"
+                " (starting with a letter or digit)"
+            )
+        if role not in ROLES:
+            raise ConfigError(f"{where}: role {role!r} is not {' or '.join(ROLES)}")
+        if not secret.startswith("scrypt$"):
+            raise ConfigError(
+                f"{where}: the file holds password hashes only, never a password: make the"
+                " hash with `gateway review --hash-password`"
+            )
+        try:
+            creds = Credentials.parse(user, secret)
+        except ConfigError:
+            raise ConfigError(
+                f"{where}: the hash is not scrypt$<salt hex>$<64 hex digits>; make one with"
+                " `gateway review --hash-password`"
+            ) from None
+        out.append(Account(user, role, creds))
+    return out
+
+
+def read_reviewers_file(path: Path) -> list[Account]:
+    """The accounts in the reviewers file ``path`` (GATEWAY_REVIEWERS_FILE)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the reviewers file {path} (GATEWAY_REVIEWERS_FILE): {exc.strerror or exc}"
+        ) from exc
+    accounts = parse_reviewers(text, str(path))
+    if not accounts:
+        raise ConfigError(
+            f"the reviewers file {path} (GATEWAY_REVIEWERS_FILE) lists no account: add"
+            f" user:role:hash lines (role {' or '.join(ROLES)})"
+        )
+    return accounts
+
+
+def accounts_from_settings(settings: Settings) -> Accounts:
+    """Every reviewer account the settings configure: the reviewers file's, and the
+    GATEWAY_REVIEWER_USER account (a viewer). Nothing configured, or the single account
+    half configured, is a ConfigError naming the variables to set."""
+    accounts: list[Account] = []
+    if settings.reviewers_file is not None:
+        accounts += read_reviewers_file(settings.reviewers_file)
+    single = settings.reviewer_user or settings.reviewer_password is not None
+    if single or not accounts:
+        creds = credentials_from_settings(settings)
+        accounts.insert(0, Account(creds.user, "viewer", creds))
+    return Accounts(accounts)
 
 
 def credentials_from_settings(settings: Settings) -> Credentials:
@@ -169,6 +374,19 @@ class Sessions:
 
     def check(self, token: str | None, user: str) -> Session | None:
         """The session of a valid, unexpired, not revoked cookie for ``user``, else None."""
+        session = self._valid(token)
+        return session if session is not None and session.user == user else None
+
+    def check_for(self, token: str | None, accounts: Accounts) -> tuple[Session, Account] | None:
+        """The session of a valid, unexpired, not revoked cookie and the account it is
+        for, if that account still exists (a removed or renamed reviewer's cookies die)."""
+        session = self._valid(token)
+        if session is None:
+            return None
+        account = accounts.get(session.user)
+        return None if account is None else (session, account)
+
+    def _valid(self, token: str | None) -> Session | None:
         if not token or len(token) > 1024 or token.count(".") != 1:
             return None
         body, mac = token.split(".")
@@ -184,7 +402,7 @@ class Sessions:
             session = Session(str(data["u"]), str(data["sid"]), float(data["exp"]))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
-        if session.expires <= time.time() or session.user != user:
+        if session.expires <= time.time():
             return None
         with self._lock:
             if session.sid not in self._live:

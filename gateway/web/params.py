@@ -20,10 +20,14 @@ from gateway.ledger.query import RecordFilter
 AGENT_RE: Final = re.compile(r"[a-z][a-z0-9_-]{0,62}")  # gateway.policy.NAME_RE
 TERM_RE: Final = re.compile(r"[a-z0-9_]{1,64}(?:\.[a-z0-9_]{1,64}){0,15}")  # taxonomy keys
 EVENT_TYPE_RE: Final = re.compile(r"[a-z0-9_]{1,64}(?:\.[a-z0-9_]{1,64}){0,7}")
-SUBJECT_REF_RE: Final = re.compile(r"subj_[0-9a-f]{32}")
+# A subject reference: ``subj_<32 hex>`` from the original pseudonym key, or
+# ``subj_<4 hex key id>_<32 hex>`` from a later one (``gateway.pseudonyms``).
+SUBJECT_REF_RE: Final = re.compile(r"subj_(?:[0-9a-f]{4}_)?[0-9a-f]{32}")
+# One subject's references: one per pseudonym period, so a handful; more is not one subject.
+MAX_SUBJECT_REFS: Final = 16
+_REF_SEPARATORS: Final = re.compile(r"[\s,]+")
 RECORD_ID_RE: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 OUTCOMES: Final = ("disclosed", "withheld", "erasure_notice")
-FORMATS: Final = ("html", "json", "csv")
 PER_PAGE: Final = (25, 50, 100, 200)
 PERIODS: Final = ("auto", "day", "month")
 MAX_CUSTOMER_ID: Final = 256
@@ -85,8 +89,38 @@ def customer_id(query: Mapping[str, str], name: str = "subject") -> str | None:
     return value
 
 
+_REF_SHAPE: Final = "a subject reference (subj_, an optional 4-hex key id and _, 32 hex digits)"
+
+
 def subject_ref(query: Mapping[str, str], name: str = "subject_ref") -> str | None:
-    return _match(query, name, SUBJECT_REF_RE, "a subject reference (subj_ and 32 hex digits)")
+    return _match(query, name, SUBJECT_REF_RE, _REF_SHAPE)
+
+
+def _all(query: Mapping[str, str], name: str) -> list[str]:
+    """Every value of a repeatable parameter (a plain mapping holds one)."""
+    getall = getattr(query, "getall", None)
+    if getall is not None:
+        return [str(v) for v in getall(name, [])]
+    value = query.get(name)
+    return [] if value is None else [value]
+
+
+def subject_refs(query: Mapping[str, str], name: str = "subject_ref") -> tuple[str, ...]:
+    """One subject's references, of every pseudonym period it had: the parameter may be
+    repeated, and each value may hold several separated by spaces or commas (as the
+    records form sends them back). Duplicates are dropped, the order kept."""
+    refs: list[str] = []
+    for value in _all(query, name):
+        for item in _REF_SEPARATORS.split(value.strip()):
+            if not item:
+                continue
+            if not SUBJECT_REF_RE.fullmatch(item):
+                raise BadParam(name, f"not {_REF_SHAPE}")
+            if item not in refs:
+                refs.append(item)
+    if len(refs) > MAX_SUBJECT_REFS:
+        raise BadParam(name, f"at most {MAX_SUBJECT_REFS} subject references (one subject's)")
+    return tuple(refs)
 
 
 def when(query: Mapping[str, str], name: str, *, end_of_day: bool = False) -> datetime | None:
@@ -132,10 +166,6 @@ def choice(query: Mapping[str, str], name: str, choices: tuple[str, ...], defaul
     return value
 
 
-def output_format(query: Mapping[str, str]) -> str:
-    return choice(query, "format", FORMATS, "html")
-
-
 def year(query: Mapping[str, str], default: int) -> int:
     return integer(query, "year", default, MIN_YEAR, MAX_YEAR)
 
@@ -155,9 +185,10 @@ class Filters:
 
 def filters(query: Mapping[str, str]) -> Filters:
     """The record filter in ``query`` (the customer id, ``subject``, is handled by the
-    caller: it needs the pseudonym key and is swapped for ``subject_ref``)."""
+    caller: it needs the pseudonym keys and is swapped for the subject's references of
+    every pseudonym period, ``subject_ref`` repeated)."""
     values: dict[str, str] = {}
-    ref = subject_ref(query)
+    refs = subject_refs(query)
     agent = _text(query, "agent")
     if agent is not None:
         agent_name(agent)
@@ -175,8 +206,12 @@ def filters(query: Mapping[str, str]) -> Filters:
         text = _text(query, name)
         if text is not None:
             values[name] = text
+    if refs:
+        # Several periods' references travel in links as one value, space-separated.
+        values["subject_ref"] = " ".join(refs)
     flt = RecordFilter(
-        subject_ref=ref,
+        subject_ref=refs[0] if len(refs) == 1 else None,
+        subject_refs=refs if len(refs) > 1 else (),
         agent=agent,
         category=category,
         purpose=purpose,

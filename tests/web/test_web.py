@@ -4,22 +4,14 @@ tests), and is driven with ``http.client`` exactly as a browser or script would.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import csv
 import hashlib
-import http.client
 import io
 import logging
-import os
 import re
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from email.message import Message
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
@@ -33,7 +25,6 @@ from click.testing import CliRunner
 
 from gateway.cli.review import review
 from gateway.errors import ConfigError
-from gateway.keys import init_gateway_keys, load_signing_key, load_verify_key
 from gateway.ledger import render
 from gateway.ledger.query import RecordFilter, count_records, get_record, list_records
 from gateway.ledger.reports import (
@@ -43,198 +34,25 @@ from gateway.ledger.reports import (
     shine_the_light_report,
     subject_report,
 )
-from gateway.ledger.store import LedgerStore, open_store
-from gateway.records import DecisionRecord
+from gateway.ledger.store import LedgerStore
 from gateway.settings import Settings
 from gateway.web import charts
-from gateway.web.app import AccessLog, ReviewConfig, create_app, safe_next, start_site
+from gateway.web.app import AccessLog
 from gateway.web.auth import COOKIE_NAME, Credentials, Sessions, credentials_from_settings
 from gateway.web.auth import hash_password as make_hash
-from tests.ledger_data import MASTER, database, make_records, ref
-
-USER = "reviewer"
-PASSWORD = "correct horse battery staple"
-FAIL_DELAY = 0.2
-
-
-# -- fixtures: a seeded ledger and a server on a thread ---------------------------------
-
-
-def make_keys(keys: Path) -> Path:
-    init_gateway_keys(keys)
-    # The records' subject refs were made with the test pseudonym key: use it here too.
-    os.remove(keys / "pseudonym.key")
-    fd = os.open(keys / "pseudonym.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(MASTER.hex())
-    return keys
-
-
-def seed(url: str, keys: Path, n: int = 2000) -> list[DecisionRecord]:
-    records = make_records(n, seed=7)
-    with open_store(
-        url, signer=load_signing_key(keys / "gateway-signing.key"), checkpoint_every=500
-    ) as s:
-        half = len(records) // 2
-        s.append(records[:half], shard=0)
-        s.append(records[half:], shard=1)
-        s.checkpoint()  # everything covered: verification is clean
-    return records
-
-
-class Server:
-    """The review app on 127.0.0.1:<free port>, served by an event loop on a thread."""
-
-    def __init__(self, config: ReviewConfig) -> None:
-        self.config = config
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        start = start_site(create_app(config), "127.0.0.1", 0)
-        self.runner, self.url = asyncio.run_coroutine_threadsafe(start, self.loop).result(10)
-        parts = urlsplit(self.url)
-        self.host, self.port = str(parts.hostname), int(parts.port or 80)
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
-@dataclass
-class Resp:
-    status: int
-    headers: Message
-    body: bytes
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8")
-
-    def json(self) -> Any:
-        return orjson.loads(self.body)
-
-    def cookies(self) -> dict[str, str]:
-        """Set-Cookie name -> the whole header value (value and attributes)."""
-        out = {}
-        for value in self.headers.get_all("Set-Cookie") or []:
-            out[value.split("=", 1)[0]] = value
-        return out
-
-
-@dataclass
-class Client:
-    server: Server
-    cookie: str | None = None
-    history: list[str] = field(default_factory=list)
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        form: dict[str, str] | None = None,
-        accept: str = "application/json",
-        headers: dict[str, str] | None = None,
-        follow: bool = False,
-    ) -> Resp:
-        for _ in range(5):
-            conn = http.client.HTTPConnection(self.server.host, self.server.port, timeout=30)
-            hdrs = {"Accept": accept, **(headers or {})}
-            if self.cookie:
-                hdrs["Cookie"] = f"{COOKIE_NAME}={self.cookie}"
-            body = None
-            if form is not None:
-                body = urlencode(form)
-                hdrs["Content-Type"] = "application/x-www-form-urlencoded"
-            try:
-                conn.request(method, path, body=body, headers=hdrs)
-                r = conn.getresponse()
-                resp = Resp(r.status, r.headers, r.read())
-            finally:
-                conn.close()
-            self.history.append(path)
-            if follow and resp.status in (301, 302, 303, 307):
-                path, method, form = resp.headers["Location"], "GET", None
-                continue
-            return resp
-        raise AssertionError("too many redirects")
-
-    def get(self, path: str, **kw: Any) -> Resp:
-        return self.request("GET", path, **kw)
-
-    def page(self, path: str, **kw: Any) -> Resp:
-        return self.request("GET", path, accept="text/html,application/xhtml+xml", **kw)
-
-    def login(self, user: str = USER, password: str = PASSWORD, nxt: str = "/") -> Resp:
-        resp = self.request(
-            "POST", "/login", form={"username": user, "password": password, "next": nxt}
-        )
-        set_cookie = resp.cookies().get(COOKIE_NAME)
-        if resp.status == 303 and set_cookie:
-            self.cookie = set_cookie.split(";", 1)[0].split("=", 1)[1]
-        return resp
-
-
-@dataclass
-class Seeded:
-    url: str
-    keys: Path
-    records: list[DecisionRecord]
-    store: LedgerStore
-    server: Server
-
-    def client(self, login: bool = True) -> Client:
-        c = Client(self.server)
-        if login:
-            assert c.login().status == 303
-        return c
-
-
-def review_config(store: LedgerStore, keys: Path, **kw: Any) -> ReviewConfig:
-    return ReviewConfig(
-        store,
-        Credentials.parse(USER, make_hash(PASSWORD)),
-        pseudonym_key=MASTER,
-        verify_key=load_verify_key(keys / "gateway-signing.pub"),
-        failure_delay=FAIL_DELAY,
-        **kw,
-    )
-
-
-@contextmanager
-def seeded(kind: str, tmp: Path) -> Iterator[Seeded]:
-    with database(kind, tmp) as url:
-        keys = make_keys(tmp / "keys")
-        records = seed(url, keys)
-        store = open_store(url, create=False)
-        server = Server(review_config(store, keys))
-        try:
-            yield Seeded(url, keys, records, store, server)
-        finally:
-            server.close()
-            store.close()
-
-
-@pytest.fixture(scope="module")
-def lite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
-    with seeded("sqlite", tmp_path_factory.mktemp("web-sqlite")) as s:
-        yield s
-
-
-@pytest.fixture(scope="module")
-def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
-    with seeded("postgresql", tmp_path_factory.mktemp("web-pg")) as s:
-        yield s
-
-
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+from gateway.web.config import ReviewConfig
+from gateway.web.login import safe_next
+from tests.ledger.data import ref
+from tests.web.helpers import (
+    FAIL_DELAY,
+    PASSWORD,
+    USER,
+    Client,
+    Resp,
+    Seeded,
+    Server,
+    review_config,
 )
-def backend(request: pytest.FixtureRequest) -> Seeded:
-    """Both back ends: the same queries must answer the same on each."""
-    return request.getfixturevalue("lite" if request.param == "sqlite" else "pg")
 
 
 def json_ids(resp: Resp) -> list[str]:
@@ -247,15 +65,6 @@ def expected_ids(store: LedgerStore, flt: RecordFilter) -> list[str]:
 
 
 # -- refusing to start --------------------------------------------------------------------
-
-
-@pytest.fixture
-def no_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    for name in list(os.environ):
-        if name.startswith("GATEWAY_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)  # no stray .env with credentials
-    return tmp_path
 
 
 def test_refuses_to_start_without_credentials(no_env: Path, lite: Seeded) -> None:
@@ -843,12 +652,6 @@ def test_dashboard_matches_the_ledger(lite: Seeded) -> None:
     assert window["totals"]["records"] == count_records(store, flt)
     assert c.get("/?period=day&format=json").status == 200
     assert c.get("/?period=week&format=json").status == 400
-
-
-@pytest.fixture
-def fresh(tmp_path: Path) -> Iterator[Seeded]:
-    with seeded("sqlite", tmp_path) as s:
-        yield s
 
 
 def test_dashboard_shows_tampering(fresh: Seeded) -> None:
