@@ -18,6 +18,7 @@ DEPLOYMENT_FIELDS = (
     "input_topic",
     "disclosure_topic",
     "dead_letter_topic",
+    "subjects_topic",
     "app_id",
     "partitions",
     "web_port",
@@ -45,6 +46,12 @@ class Settings(BaseSettings):
     input_topic: str = "gateway.events"
     disclosure_topic: str = "gateway.disclosures"
     dead_letter_topic: str = "gateway.deadletter"
+    subjects_topic: str = Field(
+        "gateway.subjects",
+        description="The gateway's own re-partition topic: events that arrived on another"
+        " partition than their customer's are forwarded here, keyed by customer id, to be"
+        " decided on the customer's partition. Workers only; no publisher writes to it.",
+    )
     partitions: int = Field(4, ge=1)
     replication_factor: int = Field(1, ge=1)
     app_id: str = "disclosure-gateway"
