@@ -15,15 +15,14 @@ import pytest
 
 from gateway.consent import ConsentState
 from gateway.dev.samples import scenario
-from gateway.records import DecisionRecord
-from gateway.runtime import Core
-from gateway.stream import metrics
-from gateway.stream.consent_store import OFFSET_KEY, ConsentStore, Restored
 from gateway.integrity import WorkerMac
 from gateway.publishers import PublisherSigner
+from gateway.records import DecisionRecord
 from gateway.routing import subject_partition
-from gateway.runtime import demo_signers
+from gateway.runtime import Core, demo_signers
 from gateway.settings import Settings
+from gateway.stream import metrics
+from gateway.stream.consent_store import OFFSET_KEY, ConsentStore, Restored
 from gateway.stream.protocol import HEADER_KIND, BatchProtocol, Item
 from gateway.stream.sender import send_acknowledged
 from tests.stream.faulty_worker import faulty_protocol
