@@ -59,6 +59,9 @@ from gateway.kafka.admin import ensure_topics
 from gateway.stream.consent_store import changelog_topic
 
 INPUT = "bench.events"
+# The same events, each published to another partition than its customer's (as a client
+# with another partitioner would): every one takes the gateway's re-routing hop.
+INPUT_REROUTED = "bench.events.rerouted"
 
 
 @dataclass
@@ -84,6 +87,7 @@ class Options:
     skip_million: bool = False
     core_events: int = 20_000
     diagnostics: bool = True  # faust's own per-event cost (faust-noop), bare-batch
+    rerouted: bool = True  # the throughput run again, every event re-routed (routing cost)
     phases: tuple[str, ...] = (
         "core",
         "broker",
@@ -233,6 +237,7 @@ class Bench:
         pad: int = 0,
         seed: int | None = None,
         customers: int | None = None,
+        misroute: bool = False,
     ) -> dict[str, Any]:
         ensure_topics(self.ws.bootstrap, {topic: partitions})
         t = time.monotonic()
@@ -248,6 +253,8 @@ class Bench:
                         pad=pad,
                     )
                 ),
+                sign=self.ws.sign,
+                misroute=misroute,
             )
         )
         self.log(
@@ -327,6 +334,21 @@ class Bench:
             + ", ".join(f"{k} {v:.0f} µs" for k, v in us.items())
         )
         g = r["gateway"]["events_per_s"]
+        if o.rerouted:
+            self.log("  gateway worker, every event on another partition than its customer's ...")
+            self.results["input_rerouted"] = self._fill(
+                INPUT_REROUTED, o.events, partitions=o.partitions, misroute=True
+            )
+            dep = self.ws.deployment(
+                "rerouted", input_topic=INPUT_REROUTED, partitions=o.partitions
+            )
+            r["gateway_rerouted"] = self._gateway(dep, o.events, log_name="worker-rerouted")
+            r["rerouting_cost"] = 1 - r["gateway_rerouted"]["events_per_s"] / g if g else 0.0
+            self.log(
+                f"    {r['gateway_rerouted']['events_per_s']:.0f} events/s "
+                f"({100 * r['rerouting_cost']:.0f} % fewer than with every event on its"
+                " customer's partition)"
+            )
         r["ratio_vs_bare"] = g / r["bare"]["events_per_s"]
         r["ratio_vs_faust_per_event"] = g / r["faust_per_event"]["events_per_s"]
         self.results["throughput"] = r
@@ -368,13 +390,15 @@ class Bench:
             w.wait_up()
             # Warm up: group joined, state restored, first batches done.
             warm = list(event_items(random_events(100, seed=o.seed + 999, customers=o.customers)))
-            asyncio.run(fill_topic(self.ws.bootstrap, topic, iter(warm)))
+            asyncio.run(fill_topic(self.ws.bootstrap, topic, iter(warm), sign=self.ws.sign))
             w.track(len(warm), 120)
             cpu0, broker0 = w.cpu_seconds(), proc_cpu_seconds(self.embedded.pid)
             before = w.metrics()
             t0 = time.monotonic()
             got = asyncio.run(
-                measure_latency(self.ws.bootstrap, topic, dep.agent_topics(), events, rate)
+                measure_latency(
+                    self.ws.bootstrap, topic, dep.agent_topics(), events, rate, sign=self.ws.sign
+                )
             )
             span = time.monotonic() - t0
             got["batches"] = _batch_phases(before, w.metrics())
@@ -516,7 +540,7 @@ class Bench:
         timeline: list[str] = []
         filler = threading.Thread(
             target=lambda: asyncio.run(
-                fill_topic(self.ws.bootstrap, topic, iter(items), rate=rate)
+                fill_topic(self.ws.bootstrap, topic, iter(items), rate=rate, sign=self.ws.sign)
             ),
             daemon=True,
         )
@@ -607,6 +631,7 @@ class Bench:
                         event_items(
                             random_events(total, seed=o.seed + 2000, customers=o.rss_customers)
                         ),
+                        sign=self.ws.sign,
                     )
                 )
             except BaseException as e:  # reported below, not lost in the thread

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -61,10 +61,14 @@ async def measure(
     rate: float,
     *,
     quiet: float = 3.0,
+    sign: Callable[[bytes], list[tuple[str, bytes]]] | None = None,
 ) -> dict[str, Any]:
     """Publish ``events`` ((key, value) pairs) at ``rate`` per second and time every agent
-    message they cause. Returns percentiles in milliseconds and counts."""
+    message they cause. ``sign`` gives each event's publisher headers (made before the
+    clock starts: the publisher's signing is not the gateway's latency). Returns
+    percentiles in milliseconds and counts."""
     ids = [orjson.loads(v)["event_id"] for _, v in events]
+    headers = [sign(v) if sign is not None else None for _, v in events]
     sent_mono: dict[str, float] = {}
     sent_wall: dict[str, float] = {}
     to_topic: list[float] = []
@@ -110,14 +114,14 @@ async def measure(
 
         async def publish() -> None:
             start = time.monotonic()
-            for i, ((key, value), eid) in enumerate(zip(events, ids, strict=True)):
+            for i, ((key, value), eid, hdrs) in enumerate(zip(events, ids, headers, strict=True)):
                 due = start + i / rate
                 wait = due - time.monotonic()
                 if wait > 0.001:
                     await asyncio.sleep(wait)
                 sent_wall[eid] = time.time()
                 sent_mono[eid] = time.monotonic()
-                await producer.send(input_topic, value, key=key)
+                await producer.send(input_topic, value, key=key, headers=hdrs)
             await producer.flush()
             last_seen[0] = time.monotonic()
             done.set()
