@@ -418,6 +418,7 @@ def _check_record(
         return
     hist = ctx.histories.by_fp[rec.event_fp]
     if rec.outcome == "erasure_notice":
+        report.counts["records_checked"] += 1
         _check_notice(rec, copy, ctx, checked, finding)
         return
     if rec.consent_state is None:
@@ -502,7 +503,6 @@ def _check_notice(
         finding("conflict", "an erasure notice under an id its request does not give")
         return
     checked.notices.setdefault(copy.event.event_fp, set()).add(rec.agent)
-    report.counts["records_checked"] += 1
 
 
 def check_order(
