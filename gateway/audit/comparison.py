@@ -369,6 +369,7 @@ class Checked:
     by_event: dict[tuple[str, str], set[str]] = field(default_factory=dict)
     states: dict[str, Rebuilt] = field(default_factory=dict)  # record id -> its state
     notices: dict[str, set[str]] = field(default_factory=dict)  # erasure fp -> agents
+    wrong: set[str] = field(default_factory=set)  # ids not what the engine decides
 
 
 def check_records(
@@ -431,6 +432,8 @@ def _check_record(
         finding("impossible_state", "its consent state is not of the recorded shape")
         return
     report.counts["records_checked"] += 1
+    # The event was decided (whether rightly is what follows): its input is accounted for.
+    checked.by_event.setdefault((rec.event_fp, rec.agent), set()).add(rid)
     if rebuilt.legacy:
         report.counts["legacy_stamps"] += 1
     for p in problems:
@@ -442,9 +445,7 @@ def _check_record(
         why = _redecide(rec, copy, rebuilt.state, ctx, redecided)
         if why is not None:
             finding("conflict", why)
-            return
-    if not problems:
-        checked.by_event.setdefault((rec.event_fp, rec.agent), set()).add(rid)
+            checked.wrong.add(rid)
 
 
 def _redecide(
@@ -862,7 +863,7 @@ def _account_for_event(
             rids = checked.by_event.get((fp, agent), set())
             if not rids:
                 missing.append(f"no record for {agent}")
-            elif len(rids) > 1:
+            elif len(rids - checked.wrong) > 1:
                 # Record ids are content-addressed by the decision: other ids, other
                 # decisions of one event for one agent.
                 report.findings.append(
