@@ -425,9 +425,10 @@ def _check_record(
     if rec.consent_state is None:
         finding("unchecked", "a record without the consent state it consulted")
         return
-    reused = {eid for eid, fps in ctx.histories.fps_by_id.items() if len(fps) > 1}
     try:
-        rebuilt, problems = check_state(rec.consent_state, copy, hist, reused=reused)
+        rebuilt, problems = check_state(
+            rec.consent_state, copy, hist, reused=ctx.histories.reused_ids
+        )
     except (ValueError, TypeError, AttributeError, KeyError):
         finding("impossible_state", "its consent state is not of the recorded shape")
         return

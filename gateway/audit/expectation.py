@@ -11,6 +11,7 @@ one order and expect exact record ids: it gathers, per customer, everything the 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
@@ -124,3 +125,8 @@ class Histories:
 
     def reused(self, event_id: str) -> bool:
         return len(self.fps_by_id.get(event_id, ())) > 1
+
+    @functools.cached_property
+    def reused_ids(self) -> set[str]:
+        """The event ids used by more than one content (computed once the input is read)."""
+        return {eid for eid, fps in self.fps_by_id.items() if len(fps) > 1}
