@@ -57,7 +57,7 @@ def record(
         subject_type="consumer",
         agent=agent,
         recipient=Recipient(name=agent, legal_name="Co", address="-", role="service_provider"),
-        outcome=outcome,  # type: ignore[arg-type]
+        outcome=outcome,
         reason=None if disclosed else "not_subscribed",
         paths_sent=list(PATHS) if disclosed else [],
         policy_version=policy_version,
