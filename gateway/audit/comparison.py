@@ -370,6 +370,7 @@ class Checked:
     states: dict[str, Rebuilt] = field(default_factory=dict)  # record id -> its state
     notices: dict[str, set[str]] = field(default_factory=dict)  # erasure fp -> agents
     wrong: set[str] = field(default_factory=set)  # ids not what the engine decides
+    legacy: set[tuple[str, str]] = field(default_factory=set)  # (event id, agent) unchecked
 
 
 def check_records(
@@ -412,6 +413,9 @@ def _check_record(
         return
     if rec.event_fp is None:
         finding("unchecked", "a record without event fingerprint (written before they were)")
+        # Still accounts for its event (by id): an upgraded deployment's old input is
+        # not lost for lack of fields its records could not have.
+        checked.legacy.add((rec.event_id, rec.agent))
         return
     copy = ctx.histories.copy(rec.event_fp)
     if copy is None or copy.event.event_id != rec.event_id:
@@ -862,6 +866,8 @@ def _account_for_event(
         report.counts["expected_records"] += len(agents)
         for agent in agents:
             rids = checked.by_event.get((fp, agent), set())
+            if not rids and (ev.event_id, agent) in checked.legacy:
+                continue
             if not rids:
                 missing.append(f"no record for {agent}")
             elif len(rids - checked.wrong) > 1:
