@@ -389,6 +389,21 @@ def check_records(
                 rec = topic.copies[rid][0][1]
             else:  # pruned, or unreadable
                 continue
+        elif rid in topic.copies and RecordedDecision.of(rec) not in {
+            RecordedDecision.of(r) for _, r in topic.copies[rid]
+        }:
+            m, logged = topic.copies[rid][0]
+            report.findings.append(
+                Finding(
+                    "conflict",
+                    f"the ledger records {rec.outcome} under this id, the disclosure topic "
+                    f"{logged.outcome}",
+                    m.position,
+                    rec.event_id,
+                    rid,
+                    rec.agent,
+                )
+            )
         _check_record(rec, rid, position, ctx, checked, redecided, report)
     return checked
 

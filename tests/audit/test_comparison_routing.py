@@ -288,3 +288,21 @@ def test_records_written_before_they_carried_the_event_are_warnings_not_failures
     rep = sim.report()
     assert rep.ok() and not rep.ok(strict=True)
     assert {f.kind for f in rep.findings} == {"unchecked"}
+
+
+def test_a_ledger_copy_recording_another_decision_than_the_topic_is_a_conflict(
+    sim: Sim,
+) -> None:
+    sim.run([ev(5, "order.placed", ORDER)], [CID.encode()])
+    rid, body = next(
+        (k, v) for k, v in sim.ledger.items() if v and orjson.loads(v)["outcome"] == "disclosed"
+    )
+    doc = orjson.loads(body or "")
+    doc.update(outcome="withheld", reason="not_subscribed", paths_sent=[])
+    sim.ledger[rid] = orjson.dumps(doc).decode()
+    rep = sim.report()
+    assert any(
+        f.kind == "conflict" and f.record_id == rid and "the ledger records withheld" in f.what
+        for f in rep.findings
+    )
+    assert not rep.ok()
