@@ -196,6 +196,9 @@ def _print(rep: ReconcileReport, limit: int) -> None:
     verdict = "[green]no gaps[/green]" if rep.ok() else "[red]GAPS FOUND[/red]"
     console.print(
         f"{verdict}: "
-        + ", ".join(f"{k} {s[k]}" for k in GAP_KINDS)
+        # The original three always (a clean run says so), any other kind when found.
+        + ", ".join(
+            f"{k} {s[k]}" for k in GAP_KINDS if k in ("lost", "unlogged", "unledgered") or s[k]
+        )
         + f"; pending {s['pending']}; warnings {len(rep.warnings)}"
     )
