@@ -184,6 +184,20 @@ def behind(a: ConsentState, b: ConsentState, hist: History) -> list[str]:
     return out
 
 
+def _may_be_rejected(copy: Copy, hist: History, reused: set[str]) -> bool:
+    """Whether the customer's input lets ``copy``'s event be dead-lettered whatever the
+    order (then a later state need not hold its change): under a reused id, or an event
+    decided for agents whose declared type another event of the customer contradicts."""
+    ev = copy.event
+    if ev.event_id in reused:
+        return True
+    return ev.event_type not in STATE_EVENTS and any(
+        c.subject_type is not None and c.subject_type[0] != ev.subject_type
+        for pairs in hist.changes.values()
+        for c, _ in pairs
+    )
+
+
 def check_state(
     consulted: Mapping[str, Any], event_copy: Copy, hist: History, *, reused: set[str]
 ) -> tuple[Rebuilt, list[str]]:
@@ -228,7 +242,7 @@ def check_state(
                     continue
                 if (
                     theirs < first
-                    and stamp.event_id not in reused
+                    and not _may_be_rejected(other, hist, reused)
                     and behind(state, change.as_state(), hist)
                 ):
                     problems.append(

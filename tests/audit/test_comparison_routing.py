@@ -306,3 +306,19 @@ def test_a_ledger_copy_recording_another_decision_than_the_topic_is_a_conflict(
         for f in rep.findings
     )
     assert not rep.ok()
+
+
+def test_a_registration_rejected_for_its_declared_type_is_not_required_later(sim: Sim) -> None:
+    # Registered as a consumer (partition 2); a second registration declaring a business
+    # (partition 0) is dead-lettered subject_type_mismatch; an order after it on
+    # partition 0 need not hold it.
+    first = sim.publish(ev(1, "customer.registered", PROFILE), CID.encode(), partition=2)
+    doc = orjson.loads(ev(2, "customer.registered", PROFILE))
+    doc["subject"]["type"] = "business"
+    second = sim.publish(orjson.dumps(doc), CID.encode(), partition=0)
+    order = sim.publish(ev(3, "order.placed", ORDER), CID.encode(), partition=0)
+    for m in (first, second, order):
+        sim.process(m)
+    assert orjson.loads(sim.dead[0].value)["reason"] == "subject_type_mismatch"
+    rep = sim.report()
+    assert rep.ok(strict=True), [f.to_dict() for f in rep.findings]
