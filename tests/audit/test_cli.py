@@ -115,3 +115,10 @@ def test_cli_accepts_routed_events_and_fails_on_a_record_without_the_workers_mac
     res = runner.invoke(audit, ["reconcile"], env=_cli_env(env))
     assert res.exit_code == 1, res.output
     assert "GAP bad_mac: 1" in res.output and "GAPS FOUND" in res.output
+
+
+def test_cli_takes_the_pending_deadline_and_timeouts_as_options() -> None:
+    res = CliRunner().invoke(audit, ["reconcile", "--help"])
+    assert res.exit_code == 0
+    for option in ("--pending-deadline", "--read-timeout", "--connect-timeout", "--wait"):
+        assert option in res.output
