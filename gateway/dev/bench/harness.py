@@ -30,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,7 @@ from gateway.dev.bench.latency import measure as measure_latency
 from gateway.dev.bench.verify import expected, verify
 from gateway.dev.broker import EmbeddedBroker, free_port
 from gateway.dev.samples import random_events
+from gateway.events import parse_event
 from gateway.kafka.admin import ensure_topics
 from gateway.stream.consent_store import changelog_topic
 
@@ -397,7 +398,13 @@ class Bench:
             t0 = time.monotonic()
             got = asyncio.run(
                 measure_latency(
-                    self.ws.bootstrap, topic, dep.agent_topics(), events, rate, sign=self.ws.sign
+                    self.ws.bootstrap,
+                    topic,
+                    dep.agent_topics(),
+                    events,
+                    rate,
+                    sign=self.ws.sign,
+                    refs=agent_refs(dep, [v for _, v in events]),
                 )
             )
             span = time.monotonic() - t0
@@ -736,6 +743,18 @@ def _wait_settled(workers: list[GatewayWorker], partitions: int, timeout: float)
         if time.monotonic() > deadline:
             raise RuntimeError(f"the group did not settle: {held}")
         time.sleep(0.25)
+
+
+def agent_refs(dep: Deployment, values: Sequence[bytes]) -> dict[str, str]:
+    """Every agent's reference for each event -> the event's id: how the latency probe
+    finds an event's agent messages."""
+    pipeline = dep.core.pipeline
+    out: dict[str, str] = {}
+    for v in values:
+        event = parse_event(v)
+        for agent in dep.policy.agents:
+            out[pipeline.agent_ref(agent, event.event_fp)] = event.event_id
+    return out
 
 
 def _batch_phases(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
