@@ -78,7 +78,7 @@ import orjson
 
 if TYPE_CHECKING:
     from gateway.pipeline import AgentMessage, Pipeline
-    from gateway.policy import AggregateSpec
+    from gateway.policy import AggregateSpec, Policy
     from gateway.records import DecisionRecord
 
 # --- vocabulary ------------------------------------------------------------------------
@@ -533,6 +533,13 @@ class Aggregator:
             touched[key] = p
         return list(touched.values())
 
+    def advance(self, at: datetime | int) -> None:
+        """Move the watermark to ``at`` if later: every event the partition decides moves
+        it (not only contributions), so a partition without analytics traffic still lets
+        windows close. Report it to the combiner with :meth:`Combiner.heartbeat`."""
+        t = int(at.timestamp()) if isinstance(at, datetime) else at
+        self.watermark = t if self.watermark is None else max(self.watermark, t)
+
     def partials(self) -> list[Partial]:
         """The open windows (what to persist), each stamped with the current watermark."""
         out = [self.windows[k] for k in sorted(self.windows)]
@@ -817,7 +824,8 @@ def build_tables(
             }
         )
     if n_customers < k:
-        # The window as a whole is too small: publish no cell at all, nor its exact size.
+        # The window as a whole is too small: publish no cell at all, nor its exact size
+        # (the combiner then sends nothing for it).
         for t in out:
             t["suppressed"] += len(t["rows"])
             t["rows"] = []
@@ -903,7 +911,11 @@ class Combiner:
                     orjson.dumps([customers, combined["late"], tables], option=orjson.OPT_SORT_KEYS)
                 ).hexdigest()
                 prev = self.revisions.get(key)
-                if prev is None or prev[1] != digest:
+                if customers is None and prev is None:
+                    # Fewer than k customers in the whole window: not even its existence
+                    # is sent (a late event that brings it to k emits it then).
+                    pass
+                elif prev is None or prev[1] != digest:
                     rev = 0 if prev is None else prev[0] + 1
                     self.revisions[key] = (rev, digest)
                     out.append(
@@ -926,6 +938,53 @@ class Combiner:
         if len(self.closed) > 10_000:  # bounded: the oldest closed windows are forgotten
             for key in sorted(self.closed)[: len(self.closed) - 10_000]:
                 del self.closed[key]
+        return out
+
+
+class AggregateSet:
+    """Every aggregate agent of a policy over ``partitions`` subject partitions held in one
+    process (the offline replay; a single worker). What it does is the protocol in the
+    module docstring, in order: route, add, advance, heartbeat, update, due."""
+
+    def __init__(self, policy: Policy, partitions: int = 1):
+        self.partitions = partitions
+        self.specs = {n: a.aggregate for n, a in policy.agents.items() if a.aggregate is not None}
+        self.aggregators: dict[tuple[str, int], Aggregator] = {}
+        self.combiners = {n: Combiner(s, n, partitions) for n, s in self.specs.items()}
+
+    def _aggregator(self, agent: str, partition: int) -> Aggregator:
+        agg = self.aggregators.get((agent, partition))
+        if agg is None:
+            agg = self.aggregators[(agent, partition)] = Aggregator(
+                self.specs[agent], agent, partition
+            )
+        return agg
+
+    def event(
+        self, partition: int, occurred_at: datetime, contributions: Iterable[Contribution]
+    ) -> list[AggregateTable]:
+        """One decided event of ``partition`` (with what it contributed): the tables that
+        became due."""
+        by_agent = {c.agent: c for c in contributions}
+        out: list[AggregateTable] = []
+        for agent, combiner in self.combiners.items():
+            agg = self._aggregator(agent, partition)
+            c = by_agent.get(agent)
+            if c is not None:
+                for p in agg.add(c):
+                    combiner.update(p)
+            agg.advance(occurred_at)
+            assert agg.watermark is not None
+            combiner.heartbeat(partition, agg.watermark)
+            agg.expire()  # the combiner holds these partials already (the live objects)
+            out += combiner.due()
+        return out
+
+    def close(self) -> list[AggregateTable]:
+        """End of input: every window emitted for the last time."""
+        out: list[AggregateTable] = []
+        for combiner in self.combiners.values():
+            out += combiner.due(final=True)
         return out
 
 
