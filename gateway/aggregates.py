@@ -579,6 +579,8 @@ class AggregateTable:
     size: int
     start: int
     revision: int
+    # Sent as the window closed (not in the body: a window whose last change came before
+    # it closed is not sent again, so an agent cannot rely on seeing a final flag).
     final: bool
     customers: int | None  # None: fewer than k, everything suppressed
     late: int
@@ -597,7 +599,6 @@ class AggregateTable:
                 "size": _size_text(self.size),
             },
             "revision": self.revision,
-            "final": self.final,
             "contributing_customers": self.customers,
             "late_events": self.late,
             "tables": self.tables,
