@@ -189,7 +189,7 @@ def test_the_attacker_recovers_cells_when_only_primary_suppression_is_applied() 
 
 
 def test_a_single_small_cell_takes_the_next_smallest_with_it() -> None:
-    entries = {
+    entries: dict[Key, tuple[int, int]] = {
         ("a",): (12, 12),
         ("b",): (3, 3),
         ("c",): (20, 20),
@@ -200,7 +200,7 @@ def test_a_single_small_cell_takes_the_next_smallest_with_it() -> None:
 
 
 def test_a_small_total_hides_the_whole_table() -> None:
-    entries = {("a",): (4, 4), ("b",): (3, 3), (None,): (7, 7)}
+    entries: dict[Key, tuple[int, int]] = {("a",): (4, 4), ("b",): (3, 3), (None,): (7, 7)}
     assert suppress(entries, 1, 10) == set(entries)
 
 
