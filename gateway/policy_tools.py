@@ -232,6 +232,8 @@ def explain(
     event, the fields of the erasure notice the agent gets instead (consent plays no part
     in a notice)."""
     if event_type == ERASURE_EVENT:
+        if engine.policy.agents[agent].aggregate is not None:
+            return []  # it holds nothing about any subject: no notice (conditions say so)
         steps = engine.notice_steps(agent)
     else:
         steps = engine.full_plan(
@@ -249,6 +251,11 @@ def conditions_summary(
 ) -> list[str]:
     tax = taxonomy or default_taxonomy()
     a = policy.agents[agent]
+    if event_type == ERASURE_EVENT and a.aggregate is not None:
+        return [
+            f"{agent} receives aggregates only: it holds nothing about the subject and gets "
+            "no erasure notice; the erasure stops the subject's contributions to its windows",
+        ]
     if event_type == ERASURE_EVENT:
         return [
             f"{agent} never gets the request itself: it gets an erasure notice if it ever "
@@ -257,6 +264,13 @@ def conditions_summary(
             "subject's consent",
         ]
     lines = []
+    if a.aggregate is not None:
+        lines.append(
+            f"{agent} receives aggregates only: nothing is sent per event; the fields above "
+            "'sent' or 'transformed' are what the event may contribute to its tables "
+            "(record outcome contributed); see `policy explain --agent " + agent + "`"
+        )
+        lines.append("a subject who sent Global Privacy Control (GPC) does not contribute")
     if event_type not in a.subscribes:
         lines.append(f"{agent} does not subscribe to {event_type}: always withheld")
     lines.append("subject types: " + ", ".join(a.conditions.subject_types))
@@ -280,6 +294,34 @@ def conditions_summary(
     lines.append(
         "sensitive categories need the subject's explicit opt-in for the agent or the purpose"
     )
+    return lines
+
+
+def aggregate_summary(policy: Policy, agent: str) -> list[str]:
+    """What an aggregate-only agent receives: its tables (dimensions, measures, what a count
+    counts), windows, grace, threshold and the suppression rules. Empty for other agents."""
+    from gateway.aggregates import DIMENSIONS, MEASURES, table_unit
+
+    spec = policy.agents[agent].aggregate
+    if spec is None:
+        return []
+    lines = [
+        f"{agent} receives aggregate tables only, never an event, a customer id, a "
+        "pseudonym, a session id, an IP address or a time finer than the window",
+        f"windows: tumbling {', '.join(spec.windows)} by the events' time; late events "
+        f"within {spec.grace} of a window's end re-emit it (revision + 1), later ones are "
+        "counted as late_events, not added",
+        f"threshold: every published cell, marginal and total comes from at least "
+        f"k={spec.k} distinct customers; complementary suppression hides any cell the "
+        "published totals would reveal; a window with fewer than k customers is not sent",
+        f"measures: {', '.join(f'{m} ({MEASURES[m][1]})' for m in spec.measures)}",
+        f"dimensions: {', '.join(f'{d} ({DIMENSIONS[d][2]})' for d in spec.dimensions)}",
+    ]
+    for name, t in spec.tables.items():
+        lines.append(
+            f"table {name}: per {table_unit(t.dimensions, t.events)} of "
+            f"{', '.join(t.events)}, by {' x '.join(t.dimensions)}: {', '.join(t.measures)}"
+        )
     return lines
 
 
