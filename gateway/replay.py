@@ -86,6 +86,10 @@ def replay(
     by_subject: dict[str, list[DecisionRecord]] = {}
     handles: dict[str, BinaryIO] = {}
     aggregates = AggregateSet(pipeline.policy, partitions)
+    # Every agent's topic file, even if nothing reaches it (an aggregate agent whose
+    # windows all stayed below the threshold): `agent read` then reads an empty topic.
+    for agent in pipeline.policy.agents.values():
+        handles[agent.topic] = (topics_dir / f"{agent.topic}.jsonl").open("wb")
 
     def write(out: EventResult) -> None:
         for rec in out.records:
