@@ -8,33 +8,41 @@ permitted view of the event becomes a :class:`Contribution`: per declared table,
 engine let through (an Rx line whose SKU and description were removed counts in no product
 category), so consent and redaction apply *before* aggregation.
 
-Protocol (what the stream worker and the offline replay both do):
+Protocol (what the stream worker and the offline replay both do; :class:`AggregateSet` is
+the in-process version, the replay's):
 
 1. ``Pipeline.decide`` returns, in ``EventResult.contributions``, one contribution per
    aggregate agent that got one (its per-event record has outcome ``contributed``; no
-   message is sealed for it).
+   message is sealed for it). A duplicate the pipeline recognised has none.
 2. Each *subject partition* keeps one :class:`Aggregator` per aggregate agent, with the
-   partition's consent states and duplicate cache (same lifetime). ``add(c)`` returns
-   whether the contribution counted; it is idempotent per ``c.event_key`` while the
-   window is open (a redelivered event is skipped), and an event later than its window's
-   end + grace (by the partition's own watermark, the latest ``occurred_at`` it has seen)
-   is not added but counted in ``late``.
+   partition's consent states and duplicate cache (same lifetime, same changelog).
+   ``add(c)`` returns the partials it changed (empty: a redelivered event, skipped by its
+   ``event_key`` while its window is open). An event later than its window's end + grace
+   -- by the partition's own watermark, the latest ``occurred_at`` it has seen -- is not
+   added; it is counted as ``late`` in the window open at the watermark (and returned).
+   ``advance(occurred_at)`` for EVERY event the partition decides (not only
+   contributions) moves the watermark.
 3. ``Aggregator.partials()`` are the open windows as plain JSON-able data
-   (:meth:`Partial.to_json` / :meth:`Partial.from_json`): persist them in the changelog
-   after each batch and ``Aggregator.restore(partials)`` after a crash or a rebalance.
-   ``Aggregator.expire()`` drops windows past end + grace and returns their final partials.
-4. A :class:`Combiner` (one per agent, wherever the partitions' partials meet) keeps the
-   latest partial per (window, partition) -- ``update(partial)``; a partial with a higher
-   ``seq`` (the number of events it counted) supersedes the older one of the same
-   partition, so re-sending a partial is harmless. ``due(watermark)`` combines the
-   partitions of every window whose end is at or before ``watermark`` and whose content
-   changed since it was last emitted, THEN applies the threshold and complementary
-   suppression, and returns :class:`AggregateTable` s with revision 0, 1, 2... per window.
-   Windows past end + grace are forgotten after their last emission; ``due(..., final=True)``
-   closes every window (end of input).
+   (:meth:`Partial.to_json` / :meth:`Partial.from_json`, each stamped with the partition's
+   watermark): persist them in the changelog with the batch's consent states, and
+   ``Aggregator.restore(partials)`` after a crash or a rebalance, before the redelivered
+   events. ``Aggregator.expire()`` drops windows past end + grace (their last partial
+   must have been handed on already).
+4. A :class:`Combiner` per agent (where the partitions' partials meet; one place for all
+   partitions, e.g. one partition of a keyed-by-agent topic) takes ``update(partial)`` --
+   the latest snapshot per (window, partition) wins by ``(seq, late)``, so re-sending a
+   partial is harmless -- and ``heartbeat(partition, watermark)`` for a partition with
+   events but no partial to send. Its watermark is the LOWEST of all ``partitions``
+   partitions' watermarks, so a window ends (is emitted) when every partition is past
+   its end, and closes when every partition is past end + grace: then no partition can
+   add to it any more, and a closed window is never reopened. ``due()`` combines the
+   partitions of every ended window that changed since it was last emitted, THEN applies
+   the threshold and complementary suppression, and returns :class:`AggregateTable` s
+   with revision 0, 1, 2... per window. ``due(final=True)`` closes every window (end of
+   input). A window with fewer than k contributing customers is not emitted at all.
 5. :func:`emit` seals a table for the agent (kind ``aggregate``) and builds its
    ``aggregated`` decision record: log the record first, then publish the message, as for
-   every disclosure.
+   every disclosure. Same table, same record id (content-addressed).
 
 Why partials are per partition and "latest wins" rather than a set of event ids per cell:
 a customer lives on exactly one subject partition (``gateway.routing``), so partitions'
