@@ -23,7 +23,7 @@ from gateway.engine import (
 )
 from gateway.errors import KeyFileError
 from gateway.keys import resolve_agent_public_key
-from gateway.policy import Policy
+from gateway.policy import AggregateSpec, Policy, TableSpec
 from gateway.taxonomy import Taxonomy, covers, default_taxonomy
 from schemas.registry import event_types, field_tree
 
@@ -430,4 +430,71 @@ def diff_policies(old: Policy, new: Policy, taxonomy: Taxonomy | None = None) ->
                 )
         for ev in old_events - set(new.agents[name].subscribes):
             changes.append(Change("stopped", name, ev, "*", "subscribed", "unsubscribed"))
+        if name in old.agents:
+            changes += _aggregate_changes(
+                name, old.agents[name].aggregate, new.agents[name].aggregate
+            )
     return changes
+
+
+def _aggregate_changes(
+    name: str, old: AggregateSpec | None, new: AggregateSpec | None
+) -> list[Change]:
+    """What changes in an aggregate agent's tables: a lower threshold, a shorter window, a
+    new table, dimension or measure reveal more (finer or more figures); the reverse less.
+    Becoming an aggregate agent reveals less than events; ceasing to be one, more."""
+    if old is None and new is None:
+        return []
+    if old is None or new is None:
+        kind: ChangeKind = "less_revealing" if new is not None else "more_revealing"
+        return [
+            Change(
+                kind,
+                name,
+                "",
+                "kind",
+                "events" if old is None else "aggregate",
+                "aggregate" if new is not None else "events",
+            )
+        ]
+    from gateway.aggregates import parse_window
+
+    out: list[Change] = []
+    if new.k != old.k:
+        kind = "more_revealing" if new.k < old.k else "less_revealing"
+        out.append(Change(kind, name, "", "aggregate.k", str(old.k), str(new.k)))
+    shortest = min(parse_window(w) for w in new.windows)
+    if set(new.windows) != set(old.windows):
+        kind = (
+            "more_revealing"
+            if shortest < min(parse_window(w) for w in old.windows)
+            or set(new.windows) - set(old.windows)
+            else "less_revealing"
+        )
+        out.append(
+            Change(
+                kind, name, "", "aggregate.windows", ", ".join(old.windows), ", ".join(new.windows)
+            )
+        )
+    for t in sorted(set(old.tables) | set(new.tables)):
+        before, after = old.tables.get(t), new.tables.get(t)
+        path = f"aggregate.tables.{t}"
+        if before is None and after is not None:
+            out.append(Change("new_flow", name, ",".join(after.events), path, "", _table(after)))
+        elif after is None and before is not None:
+            out.append(Change("stopped", name, ",".join(before.events), path, _table(before), ""))
+        elif before is not None and after is not None and before != after:
+            grows = (
+                set(after.dimensions) - set(before.dimensions)
+                or set(after.measures) - set(before.measures)
+                or set(after.events) - set(before.events)
+            )
+            kind = "more_revealing" if grows else "less_revealing"
+            out.append(
+                Change(kind, name, ",".join(after.events), path, _table(before), _table(after))
+            )
+    return out
+
+
+def _table(t: TableSpec) -> str:
+    return f"by {' x '.join(t.dimensions)}: {', '.join(t.measures)}"

@@ -241,3 +241,25 @@ def test_explain_and_conditions_show_objection_and_the_legal_bases(policy: Polic
     reseller = conditions_summary(policy, "reseller", "customer.registered")
     assert any("needs the marketing opt-in" in line for line in reseller)
     assert any("not yet known" in line for line in reseller)
+
+
+def test_diff_shows_what_changes_in_an_aggregate_agents_tables() -> None:
+    old = parse_policy(GOOD)
+    new = parse_policy(
+        GOOD.replace("      k: 10", "      k: 6", 1)
+        .replace("windows: [5m, 1h]", "windows: [1m, 1h]", 1)
+        .replace("dimensions: [zip3]", "dimensions: [zip3, hour]", 1)
+    )
+    got = {(c.kind, c.path) for c in diff_policies(old, new)}
+    assert got == {
+        ("more_revealing", "aggregate.k"),
+        ("more_revealing", "aggregate.windows"),
+        ("more_revealing", "aggregate.tables.order_zip3"),
+    }
+    back = {(c.kind, c.path) for c in diff_policies(new, old)}
+    # A window not published before adds figures (even a longer one): more, not less.
+    assert back == {
+        ("less_revealing", "aggregate.k"),
+        ("more_revealing", "aggregate.windows"),
+        ("less_revealing", "aggregate.tables.order_zip3"),
+    }
