@@ -78,7 +78,6 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -654,76 +653,101 @@ def _sortkey(k: Key) -> tuple[str, ...]:
     return tuple("\x00" if v is None else v for v in k)
 
 
-def determined(suppressed: set[Key], rels: list[tuple[Key, list[Key]]]) -> set[Key]:
+_PRIME = (1 << 61) - 1
+
+
+def determined(suppressed: set[Any], rels: list[tuple[Any, list[Any]]]) -> set[Any]:
     """The suppressed entries an attacker can compute exactly from the published ones and
-    ``rels`` (each relation: sum entry = sum of parts): Gaussian elimination over the
-    rationals on the unknowns; an unknown is determined iff a reduced row is its unit
-    vector."""
-    unknowns = sorted(suppressed, key=_sortkey)
-    if not unknowns:
+    ``rels`` (each relation: sum entry = sum of parts): Gaussian elimination on the
+    unknowns (sparse rows, arithmetic modulo a 61-bit prime: the rank over the rationals
+    unless the prime divides a minor of a 0/+-1 matrix, and a rank lost modulo the prime
+    only suppresses more); an unknown is determined iff a reduced row is its unit vector."""
+    if not suppressed:
         return set()
-    col = {k: i for i, k in enumerate(unknowns)}
-    rows: list[list[Fraction]] = []
+    order = {k: i for i, k in enumerate(sorted(suppressed, key=repr))}
+    pivots: dict[int, dict[int, int]] = {}  # pivot column -> its row (pivot coefficient 1)
     for whole, parts in rels:
-        row = [Fraction(0)] * len(unknowns)
-        touched = False
-        if whole in col:
-            row[col[whole]] += 1
-            touched = True
+        row: dict[int, int] = {}
+        if whole in order:
+            row[order[whole]] = 1
         for p in parts:
-            if p in col:
-                row[col[p]] -= 1
-                touched = True
-        if touched:
-            rows.append(row)
-    # Reduced row echelon form.
-    pivot_row = 0
-    ncols = len(unknowns)
-    for c in range(ncols):
-        pr = next((r for r in range(pivot_row, len(rows)) if rows[r][c] != 0), None)
-        if pr is None:
+            if p in order:
+                c = order[p]
+                row[c] = (row.get(c, 0) - 1) % _PRIME
+        row = {c: v for c, v in row.items() if v}
+        # Fully reduce by the pivot rows found so far (each has zeros in the others'
+        # pivot columns), then make what is left a pivot row of its own.
+        while True:
+            col = next((c for c in row if c in pivots), None)
+            if col is None:
+                break
+            f = row[col]
+            for c, v in pivots[col].items():
+                nv = (row.get(c, 0) - f * v) % _PRIME
+                if nv:
+                    row[c] = nv
+                else:
+                    row.pop(c, None)
+        if not row:
             continue
-        rows[pivot_row], rows[pr] = rows[pr], rows[pivot_row]
-        pv = rows[pivot_row][c]
-        rows[pivot_row] = [x / pv for x in rows[pivot_row]]
-        for r in range(len(rows)):
-            if r != pivot_row and rows[r][c] != 0:
-                f = rows[r][c]
-                rows[r] = [a - f * b for a, b in zip(rows[r], rows[pivot_row], strict=True)]
-        pivot_row += 1
-        if pivot_row == len(rows):
-            break
-    out: set[Key] = set()
-    for row in rows[:pivot_row]:
-        nz = [i for i, x in enumerate(row) if x != 0]
-        if len(nz) == 1:
-            out.add(unknowns[nz[0]])
-    return out
+        col = min(row)
+        inv = pow(row[col], _PRIME - 2, _PRIME)
+        row = {c: v * inv % _PRIME for c, v in row.items()}
+        for other in pivots.values():
+            g = other.get(col)
+            if g:
+                for c, v in row.items():
+                    nv = (other.get(c, 0) - g * v) % _PRIME
+                    if nv:
+                        other[c] = nv
+                    else:
+                        other.pop(c, None)
+        pivots[col] = row
+    names = {i: k for k, i in order.items()}
+    return {names[col] for col, row in pivots.items() if len(row) == 1}
 
 
-def suppress(entries: Mapping[Key, tuple[int, int]], ndim: int, k: int) -> set[Key]:
+def suppress(
+    entries: Mapping[Key, tuple[int, int]],
+    ndim: int,
+    k: int,
+    released: Mapping[Any, bool] | None = None,
+    outer: list[tuple[Any, list[Any]]] = (),  # type: ignore[assignment]
+) -> set[Key]:
     """Which entries of a table to suppress. ``entries`` maps every non-empty cell,
     marginal and the total to (distinct customers, count). Primary suppression below
     ``k`` customers, then complementary suppression until no suppressed entry is alone in
-    a relation and the exact audit determines none (see the module docstring)."""
-    rels = relations(entries.keys(), ndim)
-    hidden = {key for key, (customers, _) in entries.items() if customers < k}
+    a relation and the exact audit determines none (see the module docstring).
+
+    ``released`` and ``outer``: entries already sent elsewhere (e.g. the shorter windows
+    inside this one) -- published (True) or suppressed (False) -- and the relations that
+    tie them to this table's entries. They count in the audit; only this table's entries
+    can still be hidden."""
+    released = released or {}
+    rels: list[tuple[Any, list[Any]]] = [*relations(entries.keys(), ndim), *outer]
+    hidden: set[Any] = {key for key, (customers, _) in entries.items() if customers < k}
+    hidden |= {key for key, published in released.items() if not published}
+    own = set(entries)
     if not hidden:
-        return hidden
+        return set()
 
     def weight(key: Key) -> tuple[int, int, tuple[str, ...]]:
         customers, count = entries[key]
         return (count, customers, _sortkey(key))
 
-    def partner(key: Key) -> Key | None:
-        """The smallest published entry sharing a relation with ``key``."""
+    def partner(key: Any) -> Key | None:
+        """The smallest published entry of this table sharing a relation with ``key``."""
         best: Key | None = None
         for whole, parts in rels:
             group = [whole, *parts]
             if key not in group:
                 continue
             for other in group:
-                if other not in hidden and (best is None or weight(other) < weight(best)):
+                if (
+                    other in own
+                    and other not in hidden
+                    and (best is None or weight(other) < weight(best))
+                ):
                     best = other
         return best
 
@@ -733,7 +757,7 @@ def suppress(entries: Mapping[Key, tuple[int, int]], ndim: int, k: int) -> set[K
             group = [whole, *parts]
             alone = [g for g in group if g in hidden]
             if len(alone) == 1:
-                published = [g for g in group if g not in hidden]
+                published = [g for g in group if g in own and g not in hidden]
                 if published:
                     hidden.add(min(published, key=weight))
                     changed = True
@@ -741,16 +765,15 @@ def suppress(entries: Mapping[Key, tuple[int, int]], ndim: int, k: int) -> set[K
             continue
         exposed = determined(hidden, rels)
         if not exposed:
-            return hidden
-        for key in sorted(exposed, key=_sortkey):
+            return hidden & own
+        for key in sorted(exposed, key=repr):
             other = partner(key)
             if other is not None:
                 hidden.add(other)
                 changed = True
         if not changed:
             # Nothing left to hide beside what is exposed: hide the whole table.
-            hidden |= set(entries)
-            return hidden
+            return set(entries)
 
 
 def combine(spec: AggregateSpec, partials: Iterable[Partial]) -> dict[str, Any]:
@@ -793,9 +816,13 @@ def _measure_values(measures: Iterable[str], cell: Cell) -> dict[str, Any]:
 
 
 def build_tables(
-    spec: AggregateSpec, combined: Mapping[str, Any]
+    spec: AggregateSpec,
+    combined: Mapping[str, Any],
+    inner: Mapping[Any, Mapping[str, Mapping[Key, bool]]] | None = None,
 ) -> tuple[int | None, list[dict[str, Any]]]:
-    """Suppressed, publishable tables from a window's combined cells."""
+    """Suppressed, publishable tables from a window's combined cells. ``inner``: the
+    shorter windows inside this one already sent (window id -> table -> entry ->
+    published): this window's entry is the sum of theirs, so the audit covers them."""
     k = spec.k
     n_customers = len(combined["subjects"])
     out: list[dict[str, Any]] = []
@@ -813,7 +840,26 @@ def build_tables(
                 if have is None:
                     have = entries[tk] = Cell()
                 have.merge(cell)
-        hidden = suppress({key: (len(c.subjects), c.count) for key, c in entries.items()}, ndim, k)
+        released: dict[Any, bool] = {}
+        outer: list[tuple[Any, list[Any]]] = []
+        for wid, tables in (inner or {}).items():
+            sub = tables.get(tname, {})
+            for skey, published in sub.items():
+                released[(wid, skey)] = published
+            for swhole, sparts in relations(sub.keys(), ndim):
+                outer.append(((wid, swhole), [(wid, p) for p in sparts]))
+        if released:
+            for ekey in entries:
+                subs: list[Any] = [(w, ekey) for w in (inner or {}) if (w, ekey) in released]
+                if subs:
+                    outer.append((ekey, subs))
+        hidden = suppress(
+            {key: (len(c.subjects), c.count) for key, c in entries.items()},
+            ndim,
+            k,
+            released,
+            outer,
+        )
         rows = []
         for ekey in sorted(entries, key=_sortkey):
             if ekey in hidden:
@@ -823,6 +869,7 @@ def build_tables(
             rows.append(row)
         out.append(
             {
+                "_entries": {key: key not in hidden for key in entries},
                 "name": tname,
                 "unit": table_unit(table.dimensions, table.events),
                 "events": list(table.events),
@@ -838,8 +885,25 @@ def build_tables(
         for t in out:
             t["suppressed"] += len(t["rows"])
             t["rows"] = []
+            t["_entries"] = dict.fromkeys(t["_entries"], False)
         return None, out
     return n_customers, out
+
+
+def released_entries(tables: list[dict[str, Any]]) -> dict[str, dict[Key, bool]]:
+    """Take out the per-entry published flags each table was built with: the combiner
+    keeps them for the longer windows' audit; they are never sent."""
+    return {t["name"]: t.pop("_entries") for t in tables}
+
+
+def publishable(
+    spec: AggregateSpec,
+    combined: Mapping[str, Any],
+    inner: Mapping[Any, Mapping[str, Mapping[Key, bool]]] | None = None,
+) -> tuple[int | None, list[dict[str, Any]], dict[str, dict[Key, bool]]]:
+    """:func:`build_tables`, with what each entry released set apart from the tables."""
+    customers, tables = build_tables(spec, combined, inner)
+    return customers, tables, released_entries(tables)
 
 
 class Combiner:
@@ -870,6 +934,22 @@ class Combiner:
         self.closed: dict[tuple[int, int], int] = {}  # closed window -> its last revision
         self.watermarks: dict[int, int] = {}
         self.ignored = 0  # partials for windows already closed (should not happen)
+        # What each window last released, entry by entry (published or suppressed): a
+        # longer window is the sum of the shorter ones inside it, so its audit needs them.
+        self.released: dict[tuple[int, int], dict[str, dict[Key, bool]]] = {}
+        self.sizes = sorted(int(parse_window(w).total_seconds()) for w in spec.windows)
+
+    def _inner(self, size: int, start: int) -> dict[Any, dict[str, dict[Key, bool]]]:
+        """The shorter windows inside (size, start) that released something."""
+        out: dict[Any, dict[str, dict[Key, bool]]] = {}
+        for s in self.sizes:
+            if s >= size or size % s:
+                continue
+            for sub in range(start, start + size, s):
+                got = self.released.get((s, sub))
+                if got is not None:
+                    out[(s, sub)] = got
+        return out
 
     def heartbeat(self, partition: int, watermark: int | datetime) -> None:
         wm = int(watermark.timestamp()) if isinstance(watermark, datetime) else watermark
@@ -915,7 +995,13 @@ class Combiner:
             if ended and key in self.dirty:
                 self.dirty.discard(key)
                 combined = combine(self.spec, self.latest[key].values())
-                customers, tables = build_tables(self.spec, combined)
+                customers, tables, released = publishable(
+                    self.spec, combined, self._inner(size, start)
+                )
+                prev_release = self.released.get(key)
+                if customers is not None or prev_release is None:
+                    # (A window below k releases nothing: all its entries are unknowns.)
+                    self.released[key] = released
                 digest = hashlib.sha256(
                     orjson.dumps([customers, combined["late"], tables], option=orjson.OPT_SORT_KEYS)
                 ).hexdigest()
@@ -944,6 +1030,12 @@ class Combiner:
                 self.dirty.discard(key)
                 rev_digest = self.revisions.pop(key, None)
                 self.closed[key] = rev_digest[0] if rev_digest else -1
+        if final:
+            self.released.clear()
+        elif wm is not None:
+            horizon = wm - self.sizes[-1] - self.grace
+            for k in [k for k in self.released if k[1] + k[0] < horizon]:
+                del self.released[k]
         if len(self.closed) > 10_000:  # bounded: the oldest closed windows are forgotten
             for key in sorted(self.closed)[: len(self.closed) - 10_000]:
                 del self.closed[key]

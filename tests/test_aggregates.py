@@ -21,8 +21,8 @@ from gateway.aggregates import (
     Contribution,
     Key,
     Partial,
-    build_tables,
     combine,
+    publishable,
     relations,
     suppress,
 )
@@ -213,7 +213,7 @@ def test_published_rows_meet_the_threshold_and_carry_no_identifier() -> None:
             page = "/popular" if customer < 15 else f"/rare{customer % 2}"
             agg.add(contribution(n, customer, T0 + timedelta(seconds=n), page=page))
             n += 1
-    customers, tables = build_tables(s, combine(s, agg.partials()))
+    customers, tables, _ = publishable(s, combine(s, agg.partials()))
     assert customers == 20
     pages = {r["page"]: r for r in tables[0]["rows"]}
     assert pages["/popular"] == {"page": "/popular", "count": 30, "customers": 15}
@@ -405,3 +405,81 @@ def test_windows_parse_strictly(bad: str) -> None:
 
     with pytest.raises(ValueError):
         parse_window(bad)
+
+
+# --- windows inside windows --------------------------------------------------------------
+
+
+def _nested_run(seed: int, audit_inner: bool) -> set[Any]:
+    """One hour of skewed traffic in 5-minute and 1-hour windows (k=5) through the real
+    aggregator and combiner; returns what an attacker holding every table sent can
+    compute exactly of what was suppressed, using that an hour's cell is the sum of its
+    twelve 5-minute cells."""
+    import gateway.aggregates as core
+
+    s = AggregateSpec(
+        k=5,
+        windows=["5m", "1h"],
+        grace="1m",
+        tables={"pages": TableSpec(events=["site.visit"], dimensions=["page"])},
+    )
+    rnd = random.Random(seed)
+    agg, comb = Aggregator(s, "analytics"), Combiner(s, "analytics", 1)
+    if not audit_inner:
+        comb._inner = lambda size, start: {}  # type: ignore[method-assign]
+    pages = ["/a", "/b", "/c", "/d"]
+    sent: list[AggregateTable] = []
+    # In time order: no late event, so an hour's cell is exactly the sum of its 5m cells.
+    times = sorted(rnd.randrange(3600) for _ in range(rnd.randint(60, 200)))
+    for i, second in enumerate(times):
+        at = T0 + timedelta(seconds=second)
+        page = rnd.choices(pages, weights=[8, 4, 2, 1])[0]
+        for p in agg.add(contribution(i, rnd.randrange(60), at, page=page)):
+            comb.update(p)
+    sent += comb.due(final=True)
+    windows = {(p.size, p.start): p for p in agg.partials()}
+    published: dict[tuple[int, int], dict[Key, bool]] = {}
+    truth: dict[tuple[int, int], set[Key]] = {}
+    for wid, p in windows.items():
+        cells = core.combine(s, [p])["tables"].get("pages", {})
+        keys: set[Key] = set(cells) | ({(ALL,)} if cells else set())
+        truth[wid] = keys
+        body = next((t for t in sent if (t.size, t.start) == wid), None)
+        rows = {(r["page"],) for r in body.tables[0]["rows"]} if body else set()
+        published[wid] = {k: k in rows for k in keys}
+    rels: list[tuple[Any, list[Any]]] = []
+    for wid, keys in truth.items():
+        rels += [((wid, w), [(wid, q) for q in parts]) for w, parts in relations(keys, 1)]
+    hour = (3600, int(T0.timestamp()))
+    for key in truth.get(hour, set()):
+        subs = [(w, key) for w in truth if w[0] == 300 and key in truth[w]]
+        rels.append(((hour, key), subs))
+    hidden = [(w, k) for w, flags in published.items() for k, pub in flags.items() if not pub]
+    col = {x: i for i, x in enumerate(hidden)}
+    matrix = []
+    for whole, parts in rels:
+        row = [0] * len(hidden)
+        for x, sign in [(whole, 1)] + [(q, -1) for q in parts]:
+            if x in col:
+                row[col[x]] += sign
+        if any(row):
+            matrix.append(row)
+    if not matrix:
+        return set()
+    base = _rank_mod_p(matrix)
+    found = set()
+    for i, x in enumerate(hidden):
+        unit = [0] * len(hidden)
+        unit[i] = 1
+        if _rank_mod_p([*matrix, unit]) == base:
+            found.add(x)
+    return found
+
+
+def test_no_suppressed_cell_is_recoverable_from_the_hour_and_its_five_minute_windows() -> None:
+    for seed in range(60):
+        assert _nested_run(seed, audit_inner=True) == set(), seed
+
+
+def test_without_the_nested_audit_the_attacker_would_recover_cells() -> None:
+    assert sum(bool(_nested_run(seed, audit_inner=False)) for seed in range(60)) >= 5
