@@ -66,9 +66,20 @@ is suppressed too; (b) an exact audit solves the linear system an attacker has (
 suppressed entries as unknowns, the published ones as constants) by Gaussian elimination
 over the rationals, and any suppressed entry the system determines gets its smallest
 published partner suppressed. Counts and sums are additive, so one audit covers them all
-(a cell is published or suppressed with all its measures). Not covered: bounds an attacker
-derives from non-negativity (interval disclosure); tables are disjoint in what they
-publish except the window's totals, which every table states the same way.
+(a cell is published or suppressed with all its measures). Windows inside windows: a
+longer window's cell is the sum of the same cell in the shorter windows inside it (an
+hour is twelve 5-minute windows), so the longer window's audit takes in what each shorter
+one released (published values as constants, suppressed entries as unknowns, and their
+own relations); only the longer window's entries can still be hidden, the shorter ones
+being out already. The :class:`Combiner` keeps what each window released for that.
+
+Not covered (known, documented limits): bounds an attacker derives from non-negativity
+(interval disclosure); differencing two revisions of one window (a revision differs from
+the previous one by the late events since, so a cell changed by one customer's late event
+reveals that event's measures -- keep the grace short, or add noise); the dominance of
+one customer in a sum (a published order total may be mostly one order); tables of one
+window share only the window's totals, which every table states the same way. No noise is
+added (the issue's optional Laplace noise is not implemented).
 """
 
 from __future__ import annotations
