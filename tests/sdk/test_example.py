@@ -18,7 +18,7 @@ from gateway.dev.broker import EmbeddedBroker
 from gateway.dev.samples import scenario
 from gateway.kafka.admin import ensure_topics
 from gateway.kafka.clients import KAFKA_PYTHON_PRODUCER_DEFAULTS
-from gateway.keys import agent_key_paths
+from gateway.keys import demo_agent_private_key
 from gateway.records import DecisionRecord
 from gateway.runtime import Core
 from gateway.settings import Settings
@@ -69,7 +69,7 @@ def test_carrier_example_stores_and_erases(
                 "--bootstrap",
                 broker.bootstrap,
                 "--key",
-                str(agent_key_paths(settings.keys_dir, "shipping").private),
+                str(demo_agent_private_key(settings.keys_dir, "shipping")),
                 "--gateway-key",
                 str(settings.signing_public_key_path),
                 "--topic",
