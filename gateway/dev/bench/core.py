@@ -11,7 +11,11 @@ the per-stage figures carry no profiler or wrapper overhead:
 * ``other`` -- the rest of ``process``: consent state, ids, the agent payload's JSON,
   records, digests;
 * ``record_json`` -- ``DecisionRecord.to_json`` (done when a batch's records are logged, outside
-  ``process``; listed so the whole per-event cost of the core is in one table).
+  ``process``; listed so the whole per-event cost of the core is in one table);
+* ``verify`` -- the publisher's signature (``PublisherRegistry.verify``), with the headers
+  ``sign`` gives each event; also outside ``process`` here (which is timed unverified, so
+  that the figures compare with earlier runs), and in the worker part of admission. Per
+  publisher scheme too: ``verify_ed25519``, ``verify_hmac-sha256``.
 """
 
 from __future__ import annotations
@@ -32,9 +36,16 @@ def _timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t
 
 
-def measure(core: Core, raws: Sequence[bytes], *, rounds: int = 3) -> dict[str, Any]:
+def measure(
+    core: Core,
+    raws: Sequence[bytes],
+    *,
+    rounds: int = 3,
+    sign: Callable[[bytes], list[tuple[str, bytes]]] | None = None,
+) -> dict[str, Any]:
     """Per-event costs (µs) of the core over ``raws``; the best of ``rounds`` each (the
-    least disturbed by whatever else the machine does)."""
+    least disturbed by whatever else the machine does). ``sign``: each event's publisher
+    headers, to time the signature check."""
     pipeline, engine = core.pipeline, core.engine
     n = len(raws)
 
@@ -102,8 +113,27 @@ def measure(core: Core, raws: Sequence[bytes], *, rounds: int = 3) -> dict[str, 
         "seal": seal_all,
         "record_json": record_json_all,
     }
+    Signed = list[tuple[bytes, list[tuple[str, bytes]]]]
+    registry = pipeline.publishers
+
+    def verifying(items: Signed) -> Callable[[], None]:
+        def verify_all() -> None:
+            for raw, headers in items:
+                registry.verify(raw, headers)
+
+        return verify_all
+
+    schemes: dict[str, Signed] = {}
+    if sign is not None:
+        signed: Signed = [(raw, sign(raw)) for raw in raws]
+        for raw, headers in signed:
+            schemes.setdefault(registry.verify(raw, headers).scheme, []).append((raw, headers))
+        stages["verify"] = verifying(signed)
     best = {name: min(_timed(fn) for _ in range(rounds)) for name, fn in stages.items()}
     us = {name: seconds / n * 1e6 for name, seconds in best.items()}
+    for scheme, items in sorted(schemes.items()):
+        took = min(_timed(verifying(items)) for _ in range(rounds))
+        us[f"verify_{scheme}"] = took / len(items) * 1e6
     us["other"] = max(0.0, us["process"] - us["parse"] - us["decide"] - us["seal"])
     total = us["process"] + us["record_json"]
     return {

@@ -276,7 +276,7 @@ class Bench:
                 random_events(o.core_events, seed=o.seed, customers=o.customers)
             )
         ]
-        r = core_bench.measure(dep.core, raws)
+        r = core_bench.measure(dep.core, raws, sign=self.ws.sign)
         self.results["core"] = r
         self.log(
             f"  {r['events_per_s']:.0f} events/s; "

@@ -110,7 +110,9 @@ def render(r: dict[str, Any], console: Console) -> None:
     c = r.get("core")
     if c:
         us = c["us_per_event"]
-        cols = ("parse", "decide", "seal", "other", "process", "record_json")
+        cols: tuple[str, ...] = ("parse", "decide", "seal", "other", "process", "record_json")
+        # The publisher's signature check (admission), per scheme, when measured.
+        cols += tuple(k for k in sorted(us) if k.startswith("verify"))
         console.print(
             _table(
                 f"Core alone (Pipeline.process, no Kafka, one core), µs per event; "
