@@ -112,9 +112,11 @@ class Sim:
         ledger: bool = True,
         dead: bool = True,
         unsafe: bool = False,
+        contribute: bool = True,
     ) -> EventResult:
         """What the worker does for one input, decided on its customer's subject partition
-        (arriving there now); flags leave a phase out (a crash)."""
+        (arriving there now); flags leave a phase out (a crash; ``contribute``: its
+        contributions never reach the windows)."""
         pipeline = self.core.pipeline
         got = pipeline.admit(m.value, m.headers)
         if isinstance(got, DeadLetter):
@@ -160,7 +162,8 @@ class Sim:
             # What the event contributed, then the tables that became due: each logged,
             # then sent (a record-then-message pair like every disclosure).
             p = subject_partition(out.event.customer_id, PARTITIONS)
-            self.emit(self.aggregates().event(p, out.event.occurred_at, out.contributions))
+            added = out.contributions if contribute else []
+            self.emit(self.aggregates().event(p, out.event.occurred_at, added))
         return out
 
     def aggregates(self) -> AggregateSet:
