@@ -28,11 +28,15 @@ vouches for and which names the message by the digest of its exact bytes:
   the revision number sent: intermediate revisions may differ between runs, the final one
   may not). A closed window the recomputation finds below ``k`` must have sent nothing.
 
-The recomputation orders events by the input's broker timestamps when every input message
-has one, else by event time: an event the gateway found later than its window's grace in
-an arrival order the auditor cannot see would make the comparison fail where the gateway
-was right; that is only possible for input published more than the grace out of time
-order.
+Which events a window counts depends on the order its subject partition decided them
+(an event later than its window's end + grace, by the partition's latest event time, is
+counted as late instead). A subject partition whose events all come from one input
+partition (publishers keying by customer id: the gateway reads them there) decides them in
+that partition's offset order, which the recomputation follows exactly. One fed from
+several input partitions (events forwarded to it, or republished) may interleave them in
+any order, which the auditor cannot see: a window that an event of such a partition could
+have reached late, in some order, is not compared (counted as ``uncertain``), nor is any
+later window of that size (the late event is noted in the window open then).
 
 Pure: works on records and the admitted input, reads nothing itself.
 """
@@ -40,6 +44,7 @@ Pure: works on records and the admitted input, reads nothing itself.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -52,6 +57,7 @@ from gateway.aggregates import (
     AggregateTable,
     Contribution,
     parse_window,
+    window_of,
 )
 from gateway.pipeline import Pipeline
 from gateway.records import DecisionRecord, decision_digest
@@ -216,31 +222,79 @@ class Recomputed:
 
     closed: dict[tuple[str, int, int], AggregateTable | None] = field(default_factory=dict)
     open: int = 0  # windows not closed yet: not compared
+    uncertain: int = 0  # closed, but an order the auditor cannot rule out could change them
 
 
 @dataclass(frozen=True, slots=True)
 class Decided:
-    """One admitted event as the recomputation feeds it: when, whose, in which order, and
-    what it contributed (per the verified ``contributed`` records)."""
+    """One admitted event as the recomputation feeds it: where it was read (input
+    partitions, and the offset of its first copy), whose, when, and what it contributed
+    (per the verified ``contributed`` records)."""
 
-    order: tuple[int, str, str]
+    sources: frozenset[int]
+    offset: int
     customer_id: str
     occurred_at: datetime
     contributions: tuple[Contribution, ...]
 
 
+def decision_order(
+    events: Iterable[Decided], partitions: int
+) -> tuple[list[tuple[int, Decided]], set[int]]:
+    """The events with their subject partition, in an order the gateway may have decided
+    them: each subject partition's events in the offset order of the input partition they
+    came from (several sources merged by event time, one order among those possible), the
+    partitions merged by event time (which only moves intermediate revisions). Also the
+    subject partitions fed from more than one input partition (their order is unknown)."""
+    by_source: dict[int, dict[int, list[Decided]]] = {}
+    for ev in events:
+        sp = subject_partition(ev.customer_id, partitions)
+        by_source.setdefault(sp, {}).setdefault(min(ev.sources), []).append(ev)
+    mixed = {
+        sp
+        for sp, srcs in by_source.items()
+        if len(srcs) > 1 or any(len(e.sources) > 1 for evs in srcs.values() for e in evs)
+    }
+    lanes: list[list[tuple[int, Decided]]] = []
+    for sp, srcs in by_source.items():
+        lists = [[(sp, e) for e in sorted(evs, key=lambda e: e.offset)] for evs in srcs.values()]
+        lanes.append(list(heapq.merge(*lists, key=lambda x: x[1].occurred_at)))
+    return list(heapq.merge(*lanes, key=lambda x: x[1].occurred_at)), mixed
+
+
 def recompute(pipeline: Pipeline, events: Iterable[Decided], partitions: int) -> Recomputed:
-    """Drive an :class:`AggregateSet` over ``events`` (in their order) as the replay does,
-    without closing at the end: only windows the input's own watermark closes count."""
+    """Drive an :class:`AggregateSet` over ``events`` (in :func:`decision_order`) as the
+    replay does, without closing at the end: only windows the input's own watermark closes
+    count, and of those only the ones no possible order could change."""
     agg = AggregateSet(pipeline.policy, partitions)
+    ordered, mixed = decision_order(events, partitions)
     last: dict[tuple[str, int, int], AggregateTable] = {}
-    for ev in sorted(events, key=lambda e: e.order):
-        part = subject_partition(ev.customer_id, partitions)
-        for t in agg.event(part, ev.occurred_at, ev.contributions):
+    latest: dict[int, datetime] = {}  # subject partition -> its latest event time
+    for sp, ev in ordered:
+        latest[sp] = max(latest.get(sp, ev.occurred_at), ev.occurred_at)
+        for t in agg.event(sp, ev.occurred_at, ev.contributions):
             last[(t.agent, t.size, t.start)] = t
+    # Per (agent, window size): the earliest window an event of a mixed partition could
+    # have reached late (past end + grace by its partition's latest event time).
+    uncertain_from: dict[tuple[str, int], int] = {}
+    for sp, ev in ordered:
+        if sp not in mixed:
+            continue
+        wm = int(latest[sp].timestamp())
+        for c in ev.contributions:
+            spec = agg.specs[c.agent]
+            grace = int(parse_window(spec.grace).total_seconds())
+            for w in spec.windows:
+                size, start = window_of(c.occurred_at, parse_window(w))
+                if start + size + grace <= wm:
+                    key = (c.agent, size)
+                    uncertain_from[key] = min(uncertain_from.get(key, start), start)
     out = Recomputed()
     for name, combiner in agg.combiners.items():
         for size, start in combiner.closed:
+            if start >= uncertain_from.get((name, size), start + 1):
+                out.uncertain += 1
+                continue
             out.closed[(name, size, start)] = last.get((name, size, start))
         out.open += len(combiner.latest)
     return out

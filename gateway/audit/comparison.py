@@ -47,7 +47,6 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
 from typing import Any
 
 import orjson
@@ -944,25 +943,23 @@ def check_aggregates(
     shortfall may still be in flight: pending."""
     if not any(a.aggregate is not None for a in ctx.pipeline.policy.agents.values()):
         return
-    # Broker timestamps give the publication order; without them (an operator's file, a
-    # simulation), event time.
-    stamped = bool(expected) and all(e.message.timestamp_ms >= 0 for e in expected)
     events: list[Decided] = []
     for hist in ctx.histories.by_customer.values():
         for fp, copy in hist.events.items():
-            ts = min(e.message.timestamp_ms for e in copy.inputs) if stamped else 0
-            at = copy.event.occurred_at
+            first = min(copy.inputs, key=lambda e: (e.message.partition, e.message.offset))
             events.append(
                 Decided(
-                    (ts, at.astimezone(UTC).isoformat(), fp),
+                    frozenset(copy.partitions),
+                    first.message.offset,
                     copy.event.customer_id,
-                    at,
+                    copy.event.occurred_at,
                     tuple(checked.contributions.get(fp, {}).values()),
                 )
             )
     got = recompute(ctx.pipeline, events, ctx.partitions or 1)
     report.counts["aggregate_windows_closed"] = len(got.closed)
     report.counts["aggregate_windows_open"] = got.open
+    report.counts["aggregate_windows_uncertain"] = got.uncertain
     committed = ctx.offsets is None or all(_committed(ctx, e.message) for e in expected)
     sent = {w: [(s, r) for s, r, _ in revs] for w, revs in checked.aggregated.items()}
     positions = {r.record_id: p for revs in checked.aggregated.values() for _, r, p in revs}
