@@ -19,6 +19,11 @@ vouches for and which names the message by the digest of its exact bytes:
 * **At least k** (``small_cell``): a table is sent only for a window with at least ``k``
   contributing customers (the agent's threshold); one from fewer -- or one stating
   "fewer than k" -- is a failure, whatever its cells show.
+
+A record made under another policy version than the auditor's is held to the ``k`` it
+states (never below the floor, :data:`gateway.policy.K_FLOOR`) and to its shape; its
+windows and tables were that version's (counted as ``other_policy_records``), and its
+window is not recomputed.
 * **The final revision** (``aggregate_mismatch``, or ``lost`` when missing): the auditor
   recomputes every window from the input with :class:`gateway.aggregates.AggregateSet`,
   the contributions being those the engine decides for the verified ``contributed``
@@ -60,6 +65,7 @@ from gateway.aggregates import (
     window_of,
 )
 from gateway.pipeline import Pipeline
+from gateway.policy import K_FLOOR
 from gateway.records import DecisionRecord, decision_digest
 from gateway.routing import subject_partition
 
@@ -145,8 +151,23 @@ def check_aggregated(
     sent = parse_reason(rec.agent, rec.reason)
     if sent is None:
         return None, [("conflict", "not of the shape of an aggregated record (its reason)")]
+    current = rec.policy_version == policy_version
+    if not current:
+        # Made under another policy version: its windows, tables and k were that
+        # version's, which the auditor does not have. It must still have kept the k it
+        # states, and no k below the floor any policy may have.
+        k = max(sent.k, K_FLOOR)
+        if sent.customers is None or sent.customers < k:
+            have = "fewer than k" if sent.customers is None else str(sent.customers)
+            out.append(
+                (
+                    "small_cell",
+                    f"window {sent.label} revision {sent.revision}: sent from {have} "
+                    f"contributing customers, below k={k} (policy {rec.policy_version})",
+                )
+            )
     sizes = {int(parse_window(w).total_seconds()) for w in spec.windows}
-    if sent.size not in sizes or sent.start % sent.size:
+    if current and (sent.size not in sizes or sent.start % sent.size):
         out.append(
             (
                 "undeclared_aggregate",
@@ -154,7 +175,7 @@ def check_aggregated(
             )
         )
     wanted = declared_paths(pipeline, rec.agent)
-    if set(rec.paths_sent) != wanted:
+    if current and set(rec.paths_sent) != wanted:
         tables = sorted({p.split(".", 1)[0] for p in set(rec.paths_sent) ^ wanted})
         extra = sorted({p for p in rec.paths_sent if p not in wanted})
         out.append(
@@ -166,7 +187,7 @@ def check_aggregated(
                 + ")",
             )
         )
-    if sent.customers is None or sent.customers < spec.k:
+    if current and (sent.customers is None or sent.customers < spec.k):
         have = "fewer than k" if sent.customers is None else str(sent.customers)
         out.append(
             (
@@ -175,7 +196,7 @@ def check_aggregated(
                 f"customers, below the agent's k={spec.k}",
             )
         )
-    if sent.k != spec.k:
+    if current and sent.k != spec.k:
         out.append(("conflict", f"states k={sent.k}; the policy's k is {spec.k}"))
     window_id = f"{rec.agent}:{_iso(sent.start)}/{sent.size}s"
     event_id = "agg-" + hashlib.sha256(f"{window_id}:{sent.revision}".encode()).hexdigest()[:32]
@@ -192,7 +213,7 @@ def check_aggregated(
         out.append(
             ("conflict", f"window {sent.label}: not what the gateway records ({', '.join(bad)})")
         )
-    elif rec.policy_version == policy_version:
+    elif current:
         purposes = list(agent.purposes)
         bases = sorted({p.legal_basis for p in agent.purposes.values()})
         digest = decision_digest(

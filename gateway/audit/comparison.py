@@ -28,6 +28,13 @@ record must be *one the gateway could have made*, and every input must have its 
   ``overdue`` once it is older than the pending deadline, and ``pending`` before that.
 * **Event ids**: two different events under one id are ``event_id_reused``, whatever the
   worker did with them.
+* **Aggregate-only agents**: an event such an agent subscribes to has a ``contributed``
+  record (no message), checked and accounted for as every per-event record above; each
+  table sent to it is an ``aggregated`` record (no event, no subject) and a message of its
+  exact bytes, owed like a disclosure's (``lost``/``unlogged``). The record must name a
+  window and tables the policy declares (``undeclared_aggregate``), at least ``k``
+  contributing customers (``small_cell``), and each window the input closes must end on
+  the table the input gives (``aggregate_mismatch``): see :mod:`gateway.audit.aggregation`.
 
 Every kind above is a failure except ``pending`` and the warnings ``malformed``
 (unreadable entries) and ``unchecked`` (records without the event fingerprint and consent
@@ -439,6 +446,8 @@ def _check_record(
     if rec.outcome == "aggregated":
         # A window's table for an aggregate agent: no event, no subject, no state.
         report.counts["aggregate_records"] += 1
+        if rec.policy_version != ctx.policy_version:
+            report.counts["other_policy_records"] += 1
         sent, wrong = check_aggregated(rec, ctx.pipeline, ctx.policy_version or "")
         for kind, what in wrong:
             finding(kind, what)
@@ -962,6 +971,10 @@ def check_aggregates(
     report.counts["aggregate_windows_uncertain"] = got.uncertain
     committed = ctx.offsets is None or all(_committed(ctx, e.message) for e in expected)
     sent = {w: [(s, r) for s, r, _ in revs] for w, revs in checked.aggregated.items()}
+    # A window with a table sent under another policy version was that policy's to make.
+    for w, revs in sent.items():
+        if any(r.policy_version != ctx.policy_version for _, r in revs):
+            got.closed.pop(w, None)
     positions = {r.record_id: p for revs in checked.aggregated.values() for _, r, p in revs}
     for kind, window, rec, what in compare_final(got, sent):
         finding = Finding(

@@ -171,11 +171,14 @@ def _print(rep: ReconcileReport, limit: int) -> None:
         f"agent messages {c['agent_messages']} (expected {c['expected_messages']}); "
         f"dead letters {c['dead_letter_topic']}"
     )
-    if c["aggregate_records"] or c["aggregate_windows_closed"] or c["aggregate_windows_open"]:
+    if any(
+        c[k] for k in ("aggregate_records", "aggregate_windows_closed", "aggregate_windows_open")
+    ):
         console.print(
             f"aggregate tables {c['aggregate_records']}; windows closed by the input "
-            f"{c['aggregate_windows_closed']} (last revision compared), still open "
-            f"{c['aggregate_windows_open']}"
+            f"{c['aggregate_windows_closed']} (last revision compared), not comparable "
+            f"{c['aggregate_windows_uncertain']} (an unknown order could change them), "
+            f"still open {c['aggregate_windows_open']}"
         )
     dups = {k: v for k, v in rep.duplicates.items() if v}
     console.print(

@@ -163,6 +163,17 @@ def test_other_intermediate_revisions_are_not_a_gap(agg: Sim) -> None:
     assert rep.ok(strict=True), [f.to_dict() for f in rep.findings]
 
 
+def test_a_table_sent_again_after_a_crash_is_a_duplicate(agg: Sim) -> None:
+    # Redelivered after a crash: the same table gives the same record id; its message is
+    # sealed afresh (other bytes), its record copy names them, the ledger keeps the first.
+    for t, _, _ in agg.tables[:3]:
+        agg.emit([t])
+    rep = agg.report()
+    assert rep.ok(strict=True), [f.to_dict() for f in rep.findings]
+    assert rep.duplicates["disclosure_topic"] == 3 and rep.duplicates[f"agent:{AGENT}"] == 3
+    assert rep.reissued == 3
+
+
 # --- contributed records: checked as every per-event record --------------------------------
 
 
@@ -249,8 +260,9 @@ def test_a_window_the_policy_does_not_declare_is_undeclared(agg: Sim) -> None:
 
 
 def test_tables_the_policy_does_not_declare_are_undeclared(agg: Sim, core: Core) -> None:
-    # A worker running a policy with one more table (say, visits per hour and language):
-    # its records describe tables the deployment's policy does not declare.
+    # A worker running a policy with one more table (say, visits per hour and language)
+    # under the deployment's policy version: its records describe tables that version
+    # does not declare.
     agent = core.policy.agents[AGENT]
     spec = agent.aggregate
     assert spec is not None
@@ -279,6 +291,24 @@ def test_tables_the_policy_does_not_declare_are_undeclared(agg: Sim, core: Core)
     (f,) = rep.of("undeclared_aggregate")
     assert f.record_id == rec.record_id and "hour_language" in f.what
     assert not rep.of("unlogged")  # the message itself is logged: the table is the fault
+
+
+def test_a_table_under_another_policy_version_keeps_its_own_k(agg: Sim, core: Core) -> None:
+    # Made under an older policy (other tables, say): not held to this policy's windows
+    # and tables, nor recomputed; but to the k it states, and never below the floor.
+    older = build_core(core.settings, core.policy.model_copy(update={"digest": "older"}))
+    t = agg.tables[0][0]
+    fine = emit(older.pipeline, replace(t, size=600, start=t.start - t.start % 600))
+    small = emit(older.pipeline, replace(t, customers=4))
+    for rec, msg in (fine, small):
+        agg.log_record(rec.to_json(), b"", [])
+        agg.ledger[rec.record_id] = rec.to_json().decode()
+        agg._put(agg.agents[AGENT], msg.topic, msg.key, msg.value)
+    rep = agg.report()
+    (f,) = rep.findings
+    assert f.kind == "small_cell" and f.record_id == small[0].record_id
+    assert "below k=10 (policy older)" in f.what
+    assert rep.counts["other_policy_records"] == 2
 
 
 def test_an_edited_aggregated_record_is_a_conflict(agg: Sim) -> None:
