@@ -58,7 +58,7 @@ from typing import Any
 
 import orjson
 
-from gateway.aggregates import Contribution
+from gateway.aggregates import Contribution, parse_window
 from gateway.audit.aggregation import Decided, SentTable, check_aggregated, compare_final, recompute
 from gateway.audit.expectation import Copy, Histories, History
 from gateway.audit.model import SENDING, Expected, Offsets, RecordedDecision, TopicMessage
@@ -948,8 +948,9 @@ def check_aggregates(
 ) -> None:
     """The final revision of every window the input's watermark closes is the table the
     input gives (see :mod:`gateway.audit.aggregation`): ``aggregate_mismatch`` otherwise,
-    ``lost`` when no table was sent. Until every input is committed (with offsets), a
-    shortfall may still be in flight: pending."""
+    ``lost`` when no table was sent. Until the gateway committed what makes the window
+    (with offsets), a shortfall may still be in flight: pending, or overdue past the
+    deadline."""
     if not any(a.aggregate is not None for a in ctx.pipeline.policy.agents.values()):
         return
     events: list[Decided] = []
@@ -969,7 +970,6 @@ def check_aggregates(
     report.counts["aggregate_windows_closed"] = len(got.closed)
     report.counts["aggregate_windows_open"] = got.open
     report.counts["aggregate_windows_uncertain"] = got.uncertain
-    committed = ctx.offsets is None or all(_committed(ctx, e.message) for e in expected)
     sent = {w: [(s, r) for s, r, _ in revs] for w, revs in checked.aggregated.items()}
     # A window with a table sent under another policy version was that policy's to make.
     for w, revs in sent.items():
@@ -985,7 +985,41 @@ def check_aggregates(
             rec.record_id if rec is not None else None,
             window[0],
         )
-        _late(report, finding, ctx, committed=committed, timestamp_ms=-1)
+        committed, stamp = _window_committed(window, expected, ctx)
+        _late(report, finding, ctx, committed=committed, timestamp_ms=stamp)
+
+
+def _window_committed(
+    window: tuple[str, int, int], expected: Sequence[Expected], ctx: Context
+) -> tuple[bool, int]:
+    """Whether the gateway has provably decided everything that makes ``window``'s last
+    table: every input event before its end + grace, and on every subject partition one
+    event past it (which closes it there), each read on its own subject partition and
+    committed. Also the broker time of the latest input it needs (-1 unknown): how old the
+    shortfall is."""
+    if ctx.offsets is None:
+        return True, -1
+    agent, size, start = window
+    spec = ctx.pipeline.policy.agents[agent].aggregate
+    assert spec is not None
+    close = start + size + int(parse_window(spec.grace).total_seconds())
+    parts = ctx.partitions or 1
+    needed_ok = True
+    stamp = -1
+    past: dict[int, bool] = {}
+    for e in expected:
+        if e.event is None:
+            continue
+        sp = subject_partition(e.event.customer_id, parts)
+        decided = (ctx.partitions is None or sp == e.message.partition) and _committed(
+            ctx, e.message
+        )
+        if e.event.occurred_at.timestamp() < close:
+            needed_ok = needed_ok and decided
+            stamp = max(stamp, e.message.timestamp_ms)
+        else:
+            past[sp] = past.get(sp, False) or decided
+    return needed_ok and bool(past) and all(past.values()), stamp
 
 
 def check_event_ids(histories: Histories, report: ReconcileReport) -> None:

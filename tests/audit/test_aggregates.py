@@ -29,7 +29,7 @@ from gateway.records import DecisionRecord
 from gateway.replay import replay
 from gateway.routing import subject_partition
 from gateway.runtime import Core, build_core
-from tests.audit.sim import PARTITIONS, Sim, keyed
+from tests.audit.sim import IN, PARTITIONS, Sim, keyed
 
 
 def _shuffled() -> tuple[list[bytes], list[bytes]]:
@@ -353,6 +353,10 @@ def test_a_mismatch_is_pending_until_the_input_is_committed(core: Core, built: S
     rep = sim.report()
     assert rep.ok() and not rep.of("aggregate_mismatch")
     assert any("window" in f.what for f in rep.pending)
+    # Everything committed: the gateway is done with those windows, the mismatch stands.
+    sim.offsets = {(IN, p): 10_000 for p in range(PARTITIONS)}
+    rep = sim.report()
+    assert rep.of("aggregate_mismatch") and not rep.pending
 
 
 def test_a_closed_window_without_its_table_is_lost(agg: Sim) -> None:
