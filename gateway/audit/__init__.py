@@ -14,6 +14,8 @@ agent topics and the dead-letter topic.
 * :mod:`~gateway.audit.expectation` -- the admission, and the input per customer;
 * :mod:`~gateway.audit.states` -- which consent states a customer could have had;
 * :mod:`~gateway.audit.comparison` -- the checks, per source and per record (pure);
+* :mod:`~gateway.audit.aggregation` -- an aggregate-only agent's tables: declared, from
+  at least k customers, and each closed window's last revision the input's (pure);
 * :mod:`~gateway.audit.report` -- the findings (gaps, pending work, warnings);
 * :mod:`~gateway.audit.snapshot` -- reading a deployment (the only part that talks to
   Kafka and SQL);

@@ -28,6 +28,13 @@ record must be *one the gateway could have made*, and every input must have its 
   ``overdue`` once it is older than the pending deadline, and ``pending`` before that.
 * **Event ids**: two different events under one id are ``event_id_reused``, whatever the
   worker did with them.
+* **Aggregate-only agents**: an event such an agent subscribes to has a ``contributed``
+  record (no message), checked and accounted for as every per-event record above; each
+  table sent to it is an ``aggregated`` record (no event, no subject) and a message of its
+  exact bytes, owed like a disclosure's (``lost``/``unlogged``). The record must name a
+  window and tables the policy declares (``undeclared_aggregate``), at least ``k``
+  contributing customers (``small_cell``), and each window the input closes must end on
+  the table the input gives (``aggregate_mismatch``): see :mod:`gateway.audit.aggregation`.
 
 Every kind above is a failure except ``pending`` and the warnings ``malformed``
 (unreadable entries) and ``unchecked`` (records without the event fingerprint and consent
@@ -51,8 +58,10 @@ from typing import Any
 
 import orjson
 
+from gateway.aggregates import Contribution, parse_window
+from gateway.audit.aggregation import Decided, SentTable, check_aggregated, compare_final, recompute
 from gateway.audit.expectation import Copy, Histories, History
-from gateway.audit.model import DISCLOSING, Expected, Offsets, RecordedDecision, TopicMessage
+from gateway.audit.model import SENDING, Expected, Offsets, RecordedDecision, TopicMessage
 from gateway.audit.report import Finding, ReconcileReport
 from gateway.audit.states import Rebuilt, behind, check_state
 from gateway.consent import ERASURE, STATE_EVENTS, ConsentState, stamp_of
@@ -153,6 +162,7 @@ def compare(
     sent = check_agent_topics(agent_messages, topic, stored, ctx, report)
     dead = check_dead_letter_topic(dead_letters, expected, report)
     account_for_inputs(expected, topic, checked, sent, dead, ctx, report)
+    check_aggregates(expected, topic, checked, ctx, report)
     check_order(topic, checked, ctx, report)
     check_event_ids(ctx.histories, report)
     return report
@@ -371,6 +381,13 @@ class Checked:
     notices: dict[str, set[str]] = field(default_factory=dict)  # erasure fp -> agents
     wrong: set[str] = field(default_factory=set)  # ids not what the engine decides
     legacy: set[tuple[str, str]] = field(default_factory=set)  # (event id, agent) unchecked
+    # What each verified ``contributed`` record's event adds (event fp -> agent -> it).
+    contributions: dict[str, dict[str, Contribution]] = field(default_factory=dict)
+    # The aggregated records that name a declared window: (agent, size, start) -> each
+    # revision's (what it says, record, position on the disclosure topic).
+    aggregated: dict[tuple[str, int, int], list[tuple[SentTable, DecisionRecord, str | None]]] = (
+        field(default_factory=dict)
+    )
 
 
 def check_records(
@@ -426,6 +443,17 @@ def _check_record(
     if rec.consent_state is not None and "manual" in rec.consent_state:
         report.counts["manual_records"] += 1  # a reviewer's disclosure: no input event
         return
+    if rec.outcome == "aggregated":
+        # A window's table for an aggregate agent: no event, no subject, no state.
+        report.counts["aggregate_records"] += 1
+        if rec.policy_version != ctx.policy_version:
+            report.counts["other_policy_records"] += 1
+        sent, wrong = check_aggregated(rec, ctx.pipeline, ctx.policy_version or "")
+        for kind, what in wrong:
+            finding(kind, what)
+        if sent is not None:
+            checked.aggregated.setdefault(sent.window, []).append((sent, rec, position))
+        return
     if rec.event_fp is None:
         finding("unchecked", "a record without event fingerprint (written before they were)")
         # Still accounts for its event (by id): an upgraded deployment's old input is
@@ -462,10 +490,15 @@ def _check_record(
     if rec.policy_version != ctx.policy_version:
         report.counts["other_policy_records"] += 1
     else:
-        why = _redecide(rec, copy, rebuilt.state, ctx, redecided)
+        why, decided = _redecide(rec, copy, rebuilt.state, ctx, redecided)
         if why is not None:
             finding("conflict", why)
             checked.wrong.add(rid)
+        elif rec.outcome == "contributed":
+            # What it added to the agent's windows: the recomputation of the tables.
+            for c in decided.contributions:
+                if c.agent == rec.agent:
+                    checked.contributions.setdefault(rec.event_fp, {}).setdefault(c.agent, c)
 
 
 def _redecide(
@@ -474,9 +507,9 @@ def _redecide(
     state: ConsentState,
     ctx: Context,
     cache: dict[tuple[str, bytes], EventResult],
-) -> str | None:
+) -> tuple[str | None, EventResult]:
     """Why ``rec`` is not what the engine decides for its event under ``state`` (None: it
-    is, record id included)."""
+    is, record id included), and what the engine decides."""
     assert rec.consent_state is not None
     key = (copy.event.event_fp, orjson.dumps(rec.consent_state, option=orjson.OPT_SORT_KEYS))
     out = cache.get(key)
@@ -487,17 +520,17 @@ def _redecide(
         cache[key] = out
     mine = next((r for r in out.records if r.agent == rec.agent), None)
     if mine is None:
-        return f"{rec.agent} does not subscribe to {copy.event.event_type} events"
+        return f"{rec.agent} does not subscribe to {copy.event.event_type} events", out
     if mine.consent_state != rec.consent_state:
-        return "its consent state is not one the engine consults (not well-formed)"
+        return "its consent state is not one the engine consults (not well-formed)", out
     if RecordedDecision.of(mine) != RecordedDecision.of(rec) or mine.record_id != rec.record_id:
         return (
             f"recorded {rec.outcome} for {rec.agent}; under its own consent state the "
             f"engine decides {mine.outcome}"
             + (f" ({mine.reason})" if mine.reason else "")
             + ("" if mine.outcome != rec.outcome else " with other fields or id")
-        )
-    return None
+        ), out
+    return None, out
 
 
 def _check_notice(
@@ -650,7 +683,7 @@ def _logged_disclosure(
         report.findings.append(Finding("unlogged", why, m.position, None, claimed, agent))
         return None
     _, rec = hit
-    if rec.agent != agent or rec.topic != m.topic or rec.outcome not in DISCLOSING:
+    if rec.agent != agent or rec.topic != m.topic or rec.outcome not in SENDING:
         report.findings.append(
             Finding(
                 "unlogged",
@@ -702,7 +735,7 @@ def _check_ledger_copy(
     stored = ledger.record(did)
     if stored is None:  # pruned by retention: nothing left to compare
         return
-    if stored.outcome not in DISCLOSING or stored.agent != agent:
+    if stored.outcome not in SENDING or stored.agent != agent:
         report.findings.append(
             Finding(
                 "unlogged",
@@ -816,21 +849,24 @@ def account_for_inputs(
         for fp, copy in hist.events.items():
             report.duplicates["input_republished"] += len(copy.inputs) - 1
             _account_for_event(fp, copy, hist, topic, checked, dead_letters, requested, ctx, report)
-    # A disclosing record owes its agent a message.
+    # A disclosing record owes its agent a message; so does an aggregated one (the
+    # window's table).
+    tabled = {rec.record_id for revs in checked.aggregated.values() for _, rec, _ in revs}
     for rid, cs in topic.copies.items():
         _, rec = cs[0]
-        if rec.outcome != "disclosed" or rid not in checked.states:
+        if not (rec.outcome == "disclosed" and rid in checked.states) and rid not in tabled:
             continue
         report.counts["expected_messages"] += 1
         if rid in sent.get(rec.agent, ()):
             continue
         owner = ctx.histories.copy(rec.event_fp)
-        if owner is None:
+        if owner is None and rid not in tabled:
             continue
         finding = Finding(
             "lost",
-            f"no message to {rec.agent}",
-            owner.inputs[0].message.position,
+            f"no message to {rec.agent}"
+            + ("" if owner is not None else " (the table its record describes)"),
+            owner.inputs[0].message.position if owner is not None else cs[0][0].position,
             rec.event_id,
             rid,
             rec.agent,
@@ -901,6 +937,89 @@ def _account_for_event(
     if missing:
         finding = Finding("lost", "; ".join(missing), copy.inputs[0].message.position, ev.event_id)
         _input_late(report, finding, copy, ctx)
+
+
+def check_aggregates(
+    expected: Sequence[Expected],
+    topic: DisclosureTopic,
+    checked: Checked,
+    ctx: Context,
+    report: ReconcileReport,
+) -> None:
+    """The final revision of every window the input's watermark closes is the table the
+    input gives (see :mod:`gateway.audit.aggregation`): ``aggregate_mismatch`` otherwise,
+    ``lost`` when no table was sent. Until the gateway committed what makes the window
+    (with offsets), a shortfall may still be in flight: pending, or overdue past the
+    deadline."""
+    if not any(a.aggregate is not None for a in ctx.pipeline.policy.agents.values()):
+        return
+    events: list[Decided] = []
+    for hist in ctx.histories.by_customer.values():
+        for fp, copy in hist.events.items():
+            first = min(copy.inputs, key=lambda e: (e.message.partition, e.message.offset))
+            events.append(
+                Decided(
+                    frozenset(copy.partitions),
+                    first.message.offset,
+                    copy.event.customer_id,
+                    copy.event.occurred_at,
+                    tuple(checked.contributions.get(fp, {}).values()),
+                )
+            )
+    got = recompute(ctx.pipeline, events, ctx.partitions or 1)
+    report.counts["aggregate_windows_closed"] = len(got.closed)
+    report.counts["aggregate_windows_open"] = got.open
+    report.counts["aggregate_windows_uncertain"] = got.uncertain
+    sent = {w: [(s, r) for s, r, _ in revs] for w, revs in checked.aggregated.items()}
+    # A window with a table sent under another policy version was that policy's to make.
+    for w, revs in sent.items():
+        if any(r.policy_version != ctx.policy_version for _, r in revs):
+            got.closed.pop(w, None)
+    positions = {r.record_id: p for revs in checked.aggregated.values() for _, r, p in revs}
+    for kind, window, rec, what in compare_final(got, sent):
+        finding = Finding(
+            kind,
+            what,
+            positions.get(rec.record_id) if rec is not None else None,
+            rec.event_id if rec is not None else None,
+            rec.record_id if rec is not None else None,
+            window[0],
+        )
+        committed, stamp = _window_committed(window, expected, ctx)
+        _late(report, finding, ctx, committed=committed, timestamp_ms=stamp)
+
+
+def _window_committed(
+    window: tuple[str, int, int], expected: Sequence[Expected], ctx: Context
+) -> tuple[bool, int]:
+    """Whether the gateway has provably decided everything that makes ``window``'s last
+    table: every input event before its end + grace, and on every subject partition one
+    event past it (which closes it there), each read on its own subject partition and
+    committed. Also the broker time of the latest input it needs (-1 unknown): how old the
+    shortfall is."""
+    if ctx.offsets is None:
+        return True, -1
+    agent, size, start = window
+    spec = ctx.pipeline.policy.agents[agent].aggregate
+    assert spec is not None
+    close = start + size + int(parse_window(spec.grace).total_seconds())
+    parts = ctx.partitions or 1
+    needed_ok = True
+    stamp = -1
+    past: dict[int, bool] = {}
+    for e in expected:
+        if e.event is None:
+            continue
+        sp = subject_partition(e.event.customer_id, parts)
+        decided = (ctx.partitions is None or sp == e.message.partition) and _committed(
+            ctx, e.message
+        )
+        if e.event.occurred_at.timestamp() < close:
+            needed_ok = needed_ok and decided
+            stamp = max(stamp, e.message.timestamp_ms)
+        else:
+            past[sp] = past.get(sp, False) or decided
+    return needed_ok and bool(past) and all(past.values()), stamp
 
 
 def check_event_ids(histories: Histories, report: ReconcileReport) -> None:

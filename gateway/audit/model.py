@@ -9,8 +9,11 @@ from dataclasses import dataclass
 from gateway.events import Event
 from gateway.records import DecisionRecord
 
-# Outcomes under which an agent receives a message.
+# Outcomes under which an agent receives a message about an event.
 DISCLOSING = frozenset({"disclosed", "erasure_notice"})
+# ... and every outcome under which an agent receives a message: also an aggregate
+# agent's window table (its record names no event and no subject).
+SENDING = DISCLOSING | {"aggregated"}
 
 # A consumer group's committed offsets: (topic, partition) -> the next offset it would read.
 Offsets = Mapping[tuple[str, int], int]

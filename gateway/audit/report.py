@@ -14,6 +14,11 @@ Findings are split into
   disagree, an event decided twice differently, a dead letter its input cannot explain;
   ``impossible_state`` -- a record decided against a consent state the customer could not
   have had then; ``event_id_reused`` -- different events under one event id;
+  ``small_cell`` -- an aggregate table sent for a window of fewer than the agent's ``k``
+  contributing customers; ``undeclared_aggregate`` -- an aggregate table for a window or
+  tables the policy does not declare (or for an agent that is no aggregate agent);
+  ``aggregate_mismatch`` -- a closed window whose last revision sent is not the table the
+  input gives (see :mod:`gateway.audit.aggregation`);
 * **pending**: outputs missing for input the worker has not committed yet and younger than
   the deadline (still in flight);
 * **warnings**: ``malformed`` (unreadable entries), ``unchecked`` (records written before
@@ -38,6 +43,9 @@ GAP_KINDS = (
     "conflict",
     "impossible_state",
     "event_id_reused",
+    "small_cell",
+    "undeclared_aggregate",
+    "aggregate_mismatch",
 )
 WARNING_KINDS = ("malformed", "unchecked")
 

@@ -11,6 +11,11 @@ checks that state against the customer's events (see :mod:`gateway.audit`). Repo
   records missing from the ledger, records whose event is not on the input (``forged``) or
   whose MAC does not verify, records the engine decides otherwise (``conflict``) or under a
   state the customer could not have had (``impossible_state``), reused event ids;
+  for an aggregate-only agent: a table sent from fewer than its ``k`` contributing
+  customers (``small_cell``), for a window or tables the policy does not declare
+  (``undeclared_aggregate``), or whose last revision for a window the input's watermark
+  closed is not the table the input gives (``aggregate_mismatch``; see
+  :mod:`gateway.audit.aggregation`);
 * duplicates (harmless: at-least-once delivery), pending work, and warnings.
 
 Exit status: 0 no gap, 1 gaps (with ``--strict`` also warnings or pending work), 2 an
@@ -166,6 +171,15 @@ def _print(rep: ReconcileReport, limit: int) -> None:
         f"agent messages {c['agent_messages']} (expected {c['expected_messages']}); "
         f"dead letters {c['dead_letter_topic']}"
     )
+    if any(
+        c[k] for k in ("aggregate_records", "aggregate_windows_closed", "aggregate_windows_open")
+    ):
+        console.print(
+            f"aggregate tables {c['aggregate_records']}; windows closed by the input "
+            f"{c['aggregate_windows_closed']} (last revision compared), not comparable "
+            f"{c['aggregate_windows_uncertain']} (an unknown order could change them), "
+            f"still open {c['aggregate_windows_open']}"
+        )
     dups = {k: v for k, v in rep.duplicates.items() if v}
     console.print(
         "duplicates (harmless, recognised by id): "

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from gateway.aggregates import AggregateSet, AggregateTable, emit
 from gateway.audit import ReconcileReport, TopicMessage, reconcile
 from gateway.consent import ConsentState
 from gateway.dev.samples import scenario
@@ -45,6 +46,11 @@ class Sim:
     seen: dict[int, DuplicateCache] = field(default_factory=dict)
     offsets: dict[tuple[str, int], int] | None = None
     now_ms: int | None = None
+    # The aggregate agents' windows, driven as the replay drives them (one AggregateSet
+    # over the subject partitions); created on first use.
+    windows: AggregateSet | None = None
+    # Every aggregate table emitted, with its record and message (in emission order).
+    tables: list[tuple[AggregateTable, TopicMessage, TopicMessage]] = field(default_factory=list)
 
     @property
     def topics(self) -> dict[str, str]:
@@ -106,9 +112,11 @@ class Sim:
         ledger: bool = True,
         dead: bool = True,
         unsafe: bool = False,
+        contribute: bool = True,
     ) -> EventResult:
         """What the worker does for one input, decided on its customer's subject partition
-        (arriving there now); flags leave a phase out (a crash)."""
+        (arriving there now); flags leave a phase out (a crash; ``contribute``: its
+        contributions never reach the windows)."""
         pipeline = self.core.pipeline
         got = pipeline.admit(m.value, m.headers)
         if isinstance(got, DeadLetter):
@@ -150,7 +158,32 @@ class Sim:
         second()
         if out.dead_letter is not None and dead:
             self._put(self.dead, DEAD, out.dead_letter.event_id.encode(), out.dead_letter.to_json())
+        if out.event is not None and records:
+            # What the event contributed, then the tables that became due: each logged,
+            # then sent (a record-then-message pair like every disclosure).
+            p = subject_partition(out.event.customer_id, PARTITIONS)
+            added = out.contributions if contribute else []
+            self.emit(self.aggregates().event(p, out.event.occurred_at, added))
         return out
+
+    def aggregates(self) -> AggregateSet:
+        if self.windows is None:
+            self.windows = AggregateSet(self.core.policy, PARTITIONS)
+        return self.windows
+
+    def emit(self, tables: list[AggregateTable]) -> None:
+        for table in tables:
+            rec, msg = emit(self.core.pipeline, table)
+            value = rec.to_json()
+            self.log_record(value, b"", [("record_id", rec.record_id.encode())])
+            self.ledger.setdefault(rec.record_id, value.decode())
+            logged = self.disclosures[-1]
+            sent = self._put(self.agents.setdefault(msg.agent, []), msg.topic, msg.key, msg.value)
+            self.tables.append((table, logged, sent))
+
+    def close(self) -> None:
+        """End of input: every window emitted for the last time (as the replay does)."""
+        self.emit(self.aggregates().close())
 
     def run(self, raws: list[bytes], keys: list[bytes] | None = None) -> list[TopicMessage]:
         """Publish ``raws`` (keyed by ``keys``), then process each as it was published."""
