@@ -167,9 +167,9 @@ def add_gateway_lane(
     core: Core,
     stats: dict[str, int],
     protocol: type[BatchProtocol[Any]] = BatchProtocol,
-) -> None:
+) -> ConsentStore:
     """Consume the input topic through a batch lane into ``protocol``, with the consent
-    table restored on each partition assignment."""
+    table restored on each partition assignment. Returns the consent table."""
     source = app.topic(
         settings.input_topic,
         key_type=bytes,
@@ -218,6 +218,7 @@ def add_gateway_lane(
     # offsets), but consumed through the lane.
     app.topics.add(source)
     app.batch_lanes[settings.input_topic] = gateway_lane
+    return consent
 
 
 def _stream_active(app: faust.App, messages: Sequence[Message]) -> None:
