@@ -348,13 +348,18 @@ def add_ledger_sink(
                 try:
                     await asyncio.to_thread(store.checkpoint)
                 except Exception as exc:  # the next batch or the timer tries again
-                    log.error("the ledger sink could not sign a checkpoint: %s", exc)
+                    log.error(
+                        "the ledger sink could not sign a checkpoint: %s", describe_error(exc)
+                    )
 
     last_checkpoint = [0.0]
 
     @app.timer(interval=10.0)
     async def checkpoint() -> None:
-        await asyncio.to_thread(store.checkpoint)
+        try:
+            await asyncio.to_thread(store.checkpoint)
+        except Exception as exc:  # a timer that raises would stop the worker
+            log.error("the ledger sink could not sign a checkpoint: %s", describe_error(exc))
 
     @app.timer(interval=1.0)
     async def watch() -> None:
