@@ -20,6 +20,10 @@ raw field value from an event (they may be logged or dead-lettered).
     │   │   ├── UnknownPublisher    a publisher the policy does not declare
     │   │   ├── BadSignature        the signature does not verify (or is malformed)
     │   │   └── PublisherNotAllowed the publisher may not send this event type
+    │   ├── RoutingError            a message on the gateway's own re-partition topic that
+    │   │   │                       no worker forwarded, or on the wrong partition
+    │   │   ├── ForgedForward       its worker MAC is missing or does not verify
+    │   │   └── Misrouted           its customer is decided on another partition
     │   ├── StateConflict           valid, but it contradicts the subject's state
     │   │   ├── Superseded          a state change older than what it would override
     │   │   ├── SubjectErased       a state change for a subject already erased
@@ -125,6 +129,23 @@ class BadSignature(PublisherError):
 
 class PublisherNotAllowed(PublisherError):
     reason = "publisher_not_allowed"
+
+
+class RoutingError(EventError):
+    """A message on the re-partition topic (``GATEWAY_SUBJECTS_TOPIC``) that cannot be taken
+    as an event a worker forwarded to its customer's partition."""
+
+
+class ForgedForward(RoutingError):
+    reason = "forged_forward"
+
+
+class Misrouted(RoutingError):
+    """Only a misconfiguration gives this (workers disagreeing on GATEWAY_PARTITIONS, or a
+    topic with another partition count): every worker forwards to the partition it
+    computes."""
+
+    reason = "misrouted"
 
 
 class StateConflict(EventError):

@@ -484,7 +484,7 @@ def test_hostile_input_through_the_stream(
     from kafka import KafkaProducer
 
     from gateway.audit import reconcile_deployment, reconcile_until_settled
-    from gateway.sdk.publisher import PRODUCER_DEFAULTS, Publisher
+    from gateway.sdk.publisher import PRODUCER_DEFAULTS
     from tests.stream.helpers import Env, Worker
 
     env = Env.create(tmp_path, broker.bootstrap, topic_prefix)
@@ -494,7 +494,7 @@ def test_hostile_input_through_the_stream(
         producer = KafkaProducer(
             bootstrap_servers=[env.settings.bootstrap_servers], **PRODUCER_DEFAULTS
         )
-        publisher = Publisher(env.settings.bootstrap_servers, env.settings.input_topic)
+        publisher = env.publisher()
 
         @settings(
             max_examples=6, deadline=None, database=None, suppress_health_check=list(HealthCheck)

@@ -436,13 +436,12 @@ def test_keys_are_created_0600_and_never_printed(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.broker
 def test_a_worker_never_logs_key_material(broker, topic_prefix: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from gateway.sdk.publisher import Publisher
     from tests.stream.helpers import Env, Worker
 
     env = Env.create(tmp_path, broker.bootstrap, topic_prefix)
     lines = [orjson.dumps(e) for e in scenario()]
     with Worker(env, extra_env={"GATEWAY_DEK_ROTATE_MESSAGES": "3"}) as w:
-        with Publisher(env.settings.bootstrap_servers, env.settings.input_topic) as pub:
+        with env.publisher() as pub:
             pub.publish_many(enumerate(lines, 1))
         w.wait_processed(len(lines))
     log = w.log_path.read_text(errors="replace")

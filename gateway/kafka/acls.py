@@ -75,7 +75,7 @@ class Names:
         return cls(
             input_topic=settings.input_topic,
             # A setting of the worker once it routes by subject; the default until then.
-            subjects_topic=getattr(settings, "subjects_topic", DEFAULT_SUBJECTS_TOPIC),
+            subjects_topic=settings.subjects_topic,
             disclosure_topic=settings.disclosure_topic,
             dead_letter_topic=settings.dead_letter_topic,
             changelog_topic=f"{settings.app_id}{CONSENT_CHANGELOG_SUFFIX}",

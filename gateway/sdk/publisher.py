@@ -6,7 +6,7 @@ the customer's events on, so no event needs an extra hop."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,8 +39,14 @@ class PublishReport:
 
 class Publisher:
     """Publishes events as publisher ``name``, signing each with the key in ``key`` (its
-    Ed25519 private key, PEM, or its HMAC secret, hex; mode 0600), or with ``signer``.
-    Without either, events go out unsigned, and the gateway dead-letters them."""
+    Ed25519 private key, PEM, or its HMAC secret, hex; mode 0600), or with ``signer``, or,
+    for a process that publishes for several back ends (a test, a migration), with
+    ``signers``: a signer per event type. Without any, events go out unsigned, and the
+    gateway dead-letters them.
+
+    Events are keyed by customer id, and kafka-python partitions by murmur2 of the key:
+    each event lands on its customer's partition, which is the cheapest for the gateway
+    (it decides such an event at once; any other it first forwards there)."""
 
     def __init__(
         self,
@@ -50,6 +56,7 @@ class Publisher:
         name: str | None = None,
         key: Path | str | None = None,
         signer: PublisherSigner | None = None,
+        signers: Mapping[str, PublisherSigner] | None = None,
         max_event_bytes: int = 256 * 1024,
         **producer_config: Any,
     ):
@@ -57,6 +64,9 @@ class Publisher:
             raise ValueError("give both the publisher's name and its key file, or neither")
         if signer is not None and (name is not None or key is not None):
             raise ValueError("give either a signer or a name and key file, not both")
+        if signers is not None and (signer is not None or name is not None):
+            raise ValueError("give signers per event type, or one publisher, not both")
+        self.signers = dict(signers or {})
         self.topic = topic
         self.max_event_bytes = max_event_bytes
         # Loaded before connecting: a wrong key file is reported without a broker.
@@ -84,7 +94,7 @@ class Publisher:
         """Validate, sign (with ``signer``, default this publisher's) and send one event;
         returns kafka-python's future. Raises EventError."""
         parsed, raw = self.validate(event)
-        signer = signer or self.signer
+        signer = signer or self.signer or self.signers.get(parsed.event_type)
         headers = signer.headers(raw) if signer is not None else None
         return self._producer.send(
             self.topic, key=parsed.customer_id.encode(), value=raw, headers=headers

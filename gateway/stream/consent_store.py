@@ -23,13 +23,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from typing import NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gateway.consent import ConsentState
+from gateway.integrity import HEADER_MAC, WorkerMac, header
+from gateway.pipeline import DuplicateCache
 from gateway.settings import Settings
+from gateway.stream import metrics
 
 log = logging.getLogger("gateway.stream")
 
@@ -39,9 +42,16 @@ def changelog_topic(settings: Settings) -> str:
     return f"{settings.app_id}-consent-changelog"
 
 
-# The changelog key of the per-partition progress marker: '#' is not allowed in a customer
-# id (schemas: ^[A-Za-z0-9_.:-]+$), so it cannot collide with a subject.
+# The changelog keys of the per-partition progress markers, one per source a subject
+# partition's events are read from: the input topic, and the re-partition topic (events
+# forwarded from other input partitions). '#' is not allowed in a customer id (schemas:
+# ^[A-Za-z0-9_.:-]+$), so neither can collide with a subject.
 OFFSET_KEY = "#offset"
+FORWARDED_OFFSET_KEY = "#offset:forwarded"
+
+# The two sources of a subject partition's events.
+Source = Literal["input", "forwarded"]
+MARKER_KEYS: dict[Source, str] = {"input": OFFSET_KEY, "forwarded": FORWARDED_OFFSET_KEY}
 
 
 def offset_marker(offset: int) -> bytes:
@@ -55,6 +65,8 @@ class Restored(NamedTuple):
     states: dict[int, dict[str, bytes | ConsentState]]
     # Per partition: the last input offset whose effects those states hold (the marker).
     applied: dict[int, int]
+    # The same for the events forwarded to the partition (the re-partition topic).
+    forwarded: dict[int, int] | None = None
 
 
 # Reads the changelog partitions given, to their end.
@@ -74,8 +86,11 @@ class ConsentStore:
         # Per partition: the last input offset whose effects the state holds (-1: none
         # known), and a generation bumped whenever the partition is revoked or restored,
         # so a batch in flight across a rebalance can tell its view is gone.
-        self._applied: dict[int, int] = {}
+        self._applied: dict[tuple[Source, int], int] = {}
         self._generation: dict[int, int] = {}
+        # Per partition: the ids of events decided there lately (same lifetime as the
+        # partition's states; see gateway.pipeline.DuplicateCache).
+        self._seen: dict[int, DuplicateCache] = {}
 
     # --- state ---------------------------------------------------------------------
 
@@ -100,13 +115,20 @@ class ConsentStore:
     def size(self) -> int:
         return sum(len(p) for p in self._parts.values())
 
-    def applied(self, partition: int) -> int:
-        """The last input offset of ``partition`` already reflected in its state."""
-        return self._applied.get(partition, -1)
+    def applied(self, partition: int, source: Source = "input") -> int:
+        """The last offset of ``partition`` of ``source`` already reflected in its state."""
+        return self._applied.get((source, partition), -1)
 
-    def set_applied(self, partition: int, offset: int) -> None:
-        if offset > self._applied.get(partition, -1):
-            self._applied[partition] = offset
+    def set_applied(self, partition: int, offset: int, source: Source = "input") -> None:
+        if offset > self._applied.get((source, partition), -1):
+            self._applied[(source, partition)] = offset
+
+    def seen(self, partition: int) -> DuplicateCache:
+        """The duplicate cache of ``partition``'s subjects."""
+        got = self._seen.get(partition)
+        if got is None:
+            got = self._seen[partition] = DuplicateCache()
+        return got
 
     def generation(self, partition: int) -> int:
         return self._generation.get(partition, 0)
@@ -129,7 +151,9 @@ class ConsentStore:
     def revoke(self, partitions: Iterable[int]) -> None:
         for p in partitions:
             self._parts.pop(p, None)
-            self._applied.pop(p, None)
+            self._seen.pop(p, None)
+            for source in MARKER_KEYS:
+                self._applied.pop((source, p), None)
             self._bump(p)
             self._event(p).clear()
 
@@ -140,10 +164,12 @@ class ConsentStore:
         for p in parts:
             self._bump(p)
             self._event(p).clear()
-        loaded, applied = await self._read(parts)
+        loaded, applied, forwarded = await self._read(parts)
         for p in parts:
             self._parts[p] = loaded.get(p, {})
-            self._applied[p] = applied.get(p, -1)
+            self._seen.pop(p, None)
+            self._applied[("input", p)] = applied.get(p, -1)
+            self._applied[("forwarded", p)] = (forwarded or {}).get(p, -1)
             self._bump(p)
             self._event(p).set()
         log.info(
@@ -156,16 +182,34 @@ class ConsentStore:
 class KafkaChangelog:
     """Reads changelog partitions of ``topic`` to their end: by fetching until the broker
     has had nothing more for ``quiet`` seconds after the reported end offsets are
-    reached (ListOffsets alone under-reports on some brokers)."""
+    reached (ListOffsets alone under-reports on some brokers).
 
-    def __init__(self, bootstrap_servers: str, topic: str, *, quiet: float = 0.5):
+    Only entries a worker wrote count: each carries a MAC with the workers' key
+    (:class:`~gateway.integrity.WorkerMac`); an entry without a valid one (written by
+    anyone else with access to the broker: a forged state or progress marker) is
+    ignored, counted and logged (without its content)."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        mac: WorkerMac,
+        *,
+        quiet: float = 0.5,
+        security: dict[str, Any] | None = None,
+    ):
         self.bootstrap = bootstrap_servers
         self.topic = topic
+        self.mac = mac
         self.quiet = quiet
+        self.security = security or {}
 
     async def read(self, parts: list[int]) -> Restored:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap.split(","), enable_auto_commit=False, group_id=None
+            bootstrap_servers=self.bootstrap.split(","),
+            enable_auto_commit=False,
+            group_id=None,
+            **self.security,
         )
         await consumer.start()
         try:
@@ -175,6 +219,7 @@ class KafkaChangelog:
             end = await consumer.end_offsets(tps)
             out: dict[int, dict[str, bytes | ConsentState]] = {p: {} for p in parts}
             applied: dict[int, int] = {}
+            forwarded: dict[int, int] = {}
             loop = asyncio.get_running_loop()
             last_data = loop.time()
             while True:
@@ -183,10 +228,20 @@ class KafkaChangelog:
                     for m in records:
                         if m.key is None:
                             continue
+                        if not self.mac.changelog_ok(m.key, m.value, header(m.headers, HEADER_MAC)):
+                            metrics.CHANGELOG_REJECTED.inc()
+                            log.warning(
+                                "ignored a changelog entry without a valid worker MAC at "
+                                "partition %d offset %d (not written by a gateway worker)",
+                                tp.partition,
+                                m.offset,
+                            )
+                            continue
                         key = m.key.decode()
-                        if key == OFFSET_KEY:
+                        if key in (OFFSET_KEY, FORWARDED_OFFSET_KEY):
                             if m.value is not None:
-                                applied[tp.partition] = int(orjson.loads(m.value)["input_offset"])
+                                into = applied if key == OFFSET_KEY else forwarded
+                                into[tp.partition] = int(orjson.loads(m.value)["input_offset"])
                             continue
                         if m.value is None:  # a tombstone
                             out[tp.partition].pop(key, None)
@@ -197,6 +252,6 @@ class KafkaChangelog:
                 positions = [await consumer.position(tp) for tp in tps]
                 reached = all(pos >= end[tp] for pos, tp in zip(positions, tps, strict=True))
                 if reached and loop.time() - last_data >= self.quiet:
-                    return Restored(out, applied)
+                    return Restored(out, applied, forwarded)
         finally:
             await consumer.stop()

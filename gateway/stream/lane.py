@@ -28,6 +28,8 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 
+from gateway.integrity import WorkerMac
+from gateway.kafka.clients import aiokafka_security
 from gateway.runtime import Core
 from gateway.settings import Settings
 from gateway.stream import metrics
@@ -148,14 +150,21 @@ class GatewayApp(faust.App):
 
 
 class FaustInput:
-    """The input topic's side of faust's consumer, as the batch protocol sees it."""
+    """The input topics' side of faust's consumer, as the batch protocol sees it: the
+    input topic and the re-partition topic, whose partitions of one number are assigned
+    together (faust's assignor co-partitions topics of equal partition counts). A
+    partition counts as held only while both topics' partitions of its number are."""
 
-    def __init__(self, app: faust.App, topic: str):
+    def __init__(self, app: faust.App, topics: Sequence[str]):
         self.app = app
-        self.topic = topic
+        self.topics = tuple(topics)
 
     def assigned_partitions(self) -> set[int]:
-        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.topic}
+        held: dict[str, set[int]] = {t: set() for t in self.topics}
+        for tp in self.app.consumer.assignment():
+            if tp.topic in held:
+                held[tp.topic].add(tp.partition)
+        return set.intersection(*held.values())
 
     def acknowledge(self, message: Message) -> None:
         self.app.consumer.ack(message)
@@ -168,22 +177,34 @@ def add_gateway_lane(
     stats: dict[str, int],
     protocol: type[BatchProtocol[Any]] = BatchProtocol,
 ) -> ConsentStore:
-    """Consume the input topic through a batch lane into ``protocol``, with the consent
-    table restored on each partition assignment. Returns the consent table."""
-    source = app.topic(
-        settings.input_topic,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-    )
+    """Consume the input topic and the re-partition topic through a batch lane into
+    ``protocol``, with the consent table restored on each partition assignment. Returns
+    the consent table."""
+    topics = (settings.input_topic, settings.subjects_topic)
+    sources = [
+        app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+        )
+        for name in topics
+    ]
+    mac = WorkerMac(core.worker_key)
     consent = ConsentStore(
-        KafkaChangelog(settings.bootstrap_servers, changelog_topic(settings)).read
+        KafkaChangelog(
+            settings.bootstrap_servers,
+            changelog_topic(settings),
+            mac,
+            security=aiokafka_security(settings),
+        ).read
     )
 
     def mine(tps: set[TP]) -> list[int]:
-        return [tp.partition for tp in tps if tp.topic == settings.input_topic]
+        # A partition number's state is restored once, whichever of its topics came.
+        return sorted({tp.partition for tp in tps if tp.topic in topics})
 
     # faust calls these as handler(app, partitions, signal=...); written with *args
     # because mode's handler type accepts no narrower signature.
@@ -199,12 +220,15 @@ def add_gateway_lane(
 
     batches = protocol(
         core.pipeline,
-        FaustInput(app, settings.input_topic),
+        FaustInput(app, topics),
         consent,
         BatchSender(app),
         disclosure_topic=settings.disclosure_topic,
         dead_letter_topic=settings.dead_letter_topic,
         changelog_topic=changelog_topic(settings),
+        subjects_topic=settings.subjects_topic,
+        partitions=settings.partitions,
+        mac=mac,
         stats=stats,
     )
 
@@ -216,8 +240,9 @@ def add_gateway_lane(
 
     # Subscribed like an agent's topic (faust joins the group for it and commits its
     # offsets), but consumed through the lane.
-    app.topics.add(source)
-    app.batch_lanes[settings.input_topic] = gateway_lane
+    for name, source in zip(topics, sources, strict=True):
+        app.topics.add(source)
+        app.batch_lanes[name] = gateway_lane
     return consent
 
 

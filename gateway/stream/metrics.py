@@ -8,6 +8,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 EVENTS_IN = Counter("gateway_events_in_total", "Input events read", registry=REGISTRY)
+FORWARDED = Counter(
+    "gateway_events_forwarded_total",
+    "Input events re-routed to their customer's partition (the re-partition topic)",
+    registry=REGISTRY,
+)
+CHANGELOG_REJECTED = Counter(
+    "gateway_changelog_rejected_total",
+    "Consent changelog entries ignored on restore: no valid worker MAC (forged)",
+    registry=REGISTRY,
+)
 EVENTS_DONE = Counter(
     "gateway_events_processed_total",
     "Input events fully processed (outputs acknowledged, input acknowledged)",

@@ -7,23 +7,48 @@ step starts, so whatever a crash interrupts, what is durable is a prefix of the 
 
 1. **Owned and ready.** Keep the events of the partitions this worker still holds, and
    wait until the consent state of those partitions is restored.
-2. **Skip what is applied.** An event at or below its partition's *applied marker* (the
-   last input offset whose effects the consent state already holds: decided before a
-   crash or a rebalance, offsets not yet committed) is acknowledged and not decided
+2. **Skip what is applied.** An event at or below its partition's *applied marker* (per
+   source: the last offset whose effects the consent state already holds: decided before
+   a crash or a rebalance, offsets not yet committed) is acknowledged and not decided
    again: deciding it against the newer state could decide differently under the same
    ids.
-3. **Decide** every event against the consent state (changes stay local to the batch).
-4. **Log**: every decision record to the disclosure topic, dead letters to theirs.
+3. **Admit, route, decide.** Every event is admitted (size, card numbers, the publisher's
+   signature, schema, the publisher's right to send it). An admitted event whose customer
+   is decided on another partition than the one it was read from (see *Subject routing*)
+   is set aside to be forwarded; every other one is decided against its customer's
+   consent state (changes stay local to the batch).
+4. **Log**: every decision record to the disclosure topic, dead letters to theirs, and
+   the events set aside to the re-partition topic, each to its customer's partition.
 5. **Disclose**: the sealed agent messages to the agent topics. No agent message exists
    without its record.
-6. **Changelog**: the batch's consent changes, each to the changelog partition of the
-   event that caused it, then per partition the applied marker (the partition's last
-   offset in the batch).
+6. **Changelog**: the batch's consent changes, each to the changelog partition of its
+   subject, then per partition and source the applied marker (the last offset of the
+   batch from that partition and source).
 7. **Acknowledge** the input events (offsets are committed after this), and take the
    consent changes into the table -- except for a partition revoked or restored while
    the batch was out (its *generation* changed): its state here is gone or re-read, so
    its events are left unacknowledged for whoever holds the partition now, who skips
    them by the marker if step 6 wrote it.
+
+**Subject routing.** A customer's events must all be decided against one consent state,
+in one order, whatever client, partitioner or key their publishers used. The customer's
+*subject partition* is :func:`gateway.routing.subject_partition` of the customer id: what
+murmur2 (the Java client's and kafka-python's default partitioner) gives for the customer
+id as key. The consent state of a subject partition, its changelog partition and the
+re-partition topic's partition of that number belong to the worker holding the input
+partition of that number (faust assigns co-partitioned topics together). An event read
+from the input partition of its subject partition -- a publisher keying by customer id
+with such a client -- is decided at once; any other is forwarded (its bytes and its
+publisher's headers, with where it was read and a worker MAC,
+:class:`~gateway.integrity.WorkerMac`) to the re-partition topic, and decided when read
+from there. A message on the re-partition topic without a valid MAC is dead-lettered
+``forged_forward`` (its signature is not checked again: the MAC says a worker did).
+
+A customer's events are decided in the order they reach the subject partition. An event
+that arrives after a newer one: a consent change older than the state it would override
+(by ``occurred_at``, then event id) is dead-lettered ``superseded``; any other event is
+decided under the restrictions in force when it is decided (an erasure is final; an
+opt-out already applied is honoured by the late order).
 
 A crash anywhere re-delivers the batch: records and messages carry the same ids the
 second time, so duplicates are recognisable and harmless. A send the broker does not
@@ -43,20 +68,31 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
 from gateway.consent import ConsentState
-from gateway.pipeline import EventResult, Pipeline
+from gateway.errors import ForgedForward, Misrouted
+from gateway.integrity import HEADER_MAC, WorkerMac, header
+from gateway.pipeline import Admitted, DeadLetter, EventResult, Pipeline
+from gateway.publishers import HEADER_PUBLISHER, HEADER_SIGNATURE
+from gateway.routing import subject_partition
 from gateway.stream import metrics
-from gateway.stream.consent_store import OFFSET_KEY, ConsentStore, offset_marker
+from gateway.stream.consent_store import MARKER_KEYS, ConsentStore, Source, offset_marker
 
 log = logging.getLogger("gateway.stream")
 
 Headers = list[tuple[str, bytes]]
 # One output message: (topic, key, value, headers).
 Item = tuple[str, bytes | None, bytes, Headers | None]
+
+# Where a forwarded event was read: JSON {"topic", "partition", "offset"}.
+HEADER_ORIGIN = "gateway-origin"
+# A record header naming what the message on the disclosure topic is: absent for a
+# decision record, "erasure_request" for a subject's erasure request (gateway.erasure).
+HEADER_KIND = "gateway-kind"
+_PUBLISHER_HEADERS = (HEADER_PUBLISHER, HEADER_SIGNATURE)
 
 # How often step 1 looks again while a partition's consent state is being restored.
 READY_POLL_SECONDS = 0.05
@@ -66,7 +102,10 @@ READY_POLL_SECONDS = 0.05
 
 
 class InputMessage(Protocol):
-    """One input event as fetched: where it was read, and its bytes."""
+    """One input event as fetched: where it was read, its bytes and its headers."""
+
+    @property
+    def topic(self) -> str: ...
 
     @property
     def partition(self) -> int: ...
@@ -76,6 +115,9 @@ class InputMessage(Protocol):
 
     @property
     def value(self) -> bytes | None: ...
+
+    @property
+    def headers(self) -> Any: ...
 
 
 M = TypeVar("M", bound=InputMessage)
@@ -96,10 +138,11 @@ class InputConsumer(Protocol[M_contra]):
 
 class Sender(Protocol):
     async def send(
-        self, items: Sequence[Item], partitions: Sequence[int] | None = None, *, what: str
+        self, items: Sequence[Item], partitions: Sequence[int | None] | None = None, *, what: str
     ) -> None:
-        """Send ``items`` (to ``partitions``, one per item, or by key when None) and return
-        once the broker acknowledged every one. ``what`` names them in logs."""
+        """Send ``items`` (to ``partitions``, one per item, None: by key; or all by key when
+        None) and return once the broker acknowledged every one. ``what`` names them in
+        logs."""
         ...
 
 
@@ -109,15 +152,20 @@ class Decided(Generic[M]):
 
     messages: Sequence[M]
     outcomes: list[EventResult]
-    # The changed consent states, as (partition of the event that caused the change,
-    # customer id, the state as changelog JSON, the state).
+    # The changed consent states, as (the subject's partition, customer id, the state as
+    # changelog JSON, the state).
     writes: list[tuple[int, str, bytes, ConsentState]]
+    # Events to forward to their customer's partition: (item, partition).
+    forwards: list[tuple[Item, int]] = field(default_factory=list)
+    # The source of each message (by index): read from the input or forwarded to us.
+    sources: list[Source] = field(default_factory=list)
 
-    def last_offsets(self) -> dict[int, int]:
-        """Per input partition, the batch's last offset."""
-        last: dict[int, int] = {}
-        for m in self.messages:
-            last[m.partition] = max(last.get(m.partition, -1), m.offset)
+    def last_offsets(self) -> dict[tuple[Source, int], int]:
+        """Per source and partition, the batch's last offset."""
+        last: dict[tuple[Source, int], int] = {}
+        for m, source in zip(self.messages, self.sources, strict=True):
+            k = (source, m.partition)
+            last[k] = max(last.get(k, -1), m.offset)
         return last
 
 
@@ -139,6 +187,9 @@ class BatchProtocol(Generic[M]):
         disclosure_topic: str,
         dead_letter_topic: str,
         changelog_topic: str,
+        subjects_topic: str,
+        partitions: int,
+        mac: WorkerMac,
         stats: dict[str, int] | None = None,
     ):
         self.pipeline = pipeline
@@ -148,6 +199,9 @@ class BatchProtocol(Generic[M]):
         self.disclosure_topic = disclosure_topic
         self.dead_letter_topic = dead_letter_topic
         self.changelog_topic = changelog_topic
+        self.subjects_topic = subjects_topic
+        self.partitions = partitions
+        self.mac = mac
         # Shown on the health page: events processed, subjects in the consent table.
         self.stats = stats if stats is not None else {}
         self.stats.setdefault("processed", 0)
@@ -208,13 +262,17 @@ class BatchProtocol(Generic[M]):
         """Step 2: acknowledge the messages at or below their partition's applied marker
         (their outputs and state are durable); the rest go on."""
         applied = self.consent.applied
-        done = [m for m in messages if m.offset <= applied(m.partition)]
+        source = self.source
+        done = [m for m in messages if m.offset <= applied(m.partition, source(m))]
         if not done:
             return messages
         for m in done:
             self.consumer.acknowledge(m)
         self.stats["processed"] += len(done)
-        return [m for m in messages if m.offset > applied(m.partition)]
+        return [m for m in messages if m.offset > applied(m.partition, source(m))]
+
+    def source(self, message: InputMessage) -> Source:
+        return "forwarded" if message.topic == self.subjects_topic else "input"
 
     def decide(self, messages: Sequence[M]) -> Decided[M]:
         """Step 3: every event decided in order, each against the consent state as the
@@ -223,18 +281,75 @@ class BatchProtocol(Generic[M]):
         started = loop.time()
         overlay = Overlay(self.consent.get)
         outcomes = []
+        forwards: list[tuple[Item, int]] = []
+        sources = [self.source(m) for m in messages]
         for i, m in enumerate(messages):
             overlay.index = i
             overlay.partition = m.partition
-            # A null value (a tombstone) is no event: dead-lettered as not JSON.
-            # (The pipeline never raises: a crash is dead-lettered inside it.)
-            outcomes.append(self.pipeline.process(m.value if m.value is not None else b"", overlay))
+            outcomes.append(self.decide_one(m, sources[i], overlay, forwards))
         writes = [
             (messages[i].partition, customer_id, orjson.dumps(state.to_dict()), state)
             for customer_id, (state, i) in overlay.changes.items()
         ]
         metrics.BATCH_PHASE_SECONDS.labels("decide").observe(loop.time() - started)
-        return Decided(messages, outcomes, writes)
+        return Decided(messages, outcomes, writes, forwards, sources)
+
+    def decide_one(
+        self, m: M, source: Source, overlay: Overlay, forwards: list[tuple[Item, int]]
+    ) -> EventResult:
+        """One event of step 3: admitted, then decided here or set aside for forwarding.
+        (The pipeline never raises: a crash is dead-lettered inside it.)"""
+        # A null value (a tombstone) is no event: dead-lettered as not JSON.
+        value = m.value if m.value is not None else b""
+        headers = _headers(m.headers)
+        got: Admitted | DeadLetter
+        if source == "forwarded":
+            origin = header(headers, HEADER_ORIGIN)
+            publisher = [(k, v) for k, v in headers if k in _PUBLISHER_HEADERS]
+            if origin is None or not self.mac.forward_ok(
+                value, origin, publisher, header(headers, HEADER_MAC)
+            ):
+                err = ForgedForward(
+                    "a message on the re-partition topic without a valid worker MAC: not"
+                    " forwarded by a gateway worker (no publisher may write to"
+                    f" {self.subjects_topic})"
+                )
+                got = self.pipeline.dead_letter(value, err)
+            else:
+                # The forwarding worker verified the signature; the MAC says it did.
+                got = self.pipeline.admit(value, verify=False)
+        else:
+            got = self.pipeline.admit(value, headers)
+        if isinstance(got, DeadLetter):
+            return EventResult(dead_letter=got.at(m.topic, m.partition, m.offset))
+        home = subject_partition(got.event.customer_id, self.partitions)
+        if home != m.partition:
+            if source == "forwarded":
+                err2 = Misrouted(
+                    f"forwarded to partition {m.partition}, but its customer is decided on"
+                    f" partition {home}: do all workers run with the same GATEWAY_PARTITIONS"
+                    f" and does {self.subjects_topic} have that many partitions?",
+                    event_id=got.event.event_id,
+                )
+                return EventResult(
+                    dead_letter=self.pipeline.dead_letter(value, err2).at(
+                        m.topic, m.partition, m.offset
+                    )
+                )
+            forwards.append((self.forward_item(m, value, headers, got), home))
+            return EventResult(event=got.event)
+        return self.pipeline.decide(got, overlay, seen=self.consent.seen(m.partition))
+
+    def forward_item(
+        self, m: M, value: bytes, headers: list[tuple[str, bytes]], admitted: Admitted
+    ) -> Item:
+        """The re-partition message for an event read on the wrong partition: the same
+        bytes and publisher headers, where it was read, and the worker MAC over them."""
+        origin = orjson.dumps({"topic": m.topic, "partition": m.partition, "offset": m.offset})
+        publisher = [(k, v) for k, v in headers if k in _PUBLISHER_HEADERS]
+        mac = self.mac.forward(value, origin, publisher)
+        out = [*publisher, (HEADER_ORIGIN, origin), (HEADER_MAC, mac)]
+        return (self.subjects_topic, admitted.event.customer_id.encode(), value, out)
 
     async def publish(self, batch: Decided[M]) -> None:
         """Steps 4 and 5: log, then disclose. The records are durable before any agent
@@ -244,16 +359,32 @@ class BatchProtocol(Generic[M]):
 
     async def log(self, batch: Decided[M]) -> None:
         """Step 4: the decision records and the dead letters."""
-        items: list[Item] = [
-            (
-                self.disclosure_topic,
-                r.subject_ref.encode(),
-                r.to_json(),
-                [("record_id", r.record_id.encode())],
-            )
-            for out in batch.outcomes
-            for r in out.records
-        ]
+        mac = self.mac.record
+        items: list[Item] = []
+        for out in batch.outcomes:
+            for r in out.records:
+                value = r.to_json()
+                items.append(
+                    (
+                        self.disclosure_topic,
+                        r.subject_ref.encode(),
+                        value,
+                        [("record_id", r.record_id.encode()), (HEADER_MAC, mac(value))],
+                    )
+                )
+            if (request := out.erasure_request) is not None:
+                # After the subject's records, under the same key (so on the same
+                # partition, in order): whoever reads the log up to here builds the
+                # agents' notices from it (gateway.erasure).
+                value = request.to_json()
+                items.append(
+                    (
+                        self.disclosure_topic,
+                        request.subject_refs[0].encode(),
+                        value,
+                        [(HEADER_KIND, b"erasure_request"), (HEADER_MAC, mac(value))],
+                    )
+                )
         items += [
             (
                 self.dead_letter_topic,
@@ -266,6 +397,14 @@ class BatchProtocol(Generic[M]):
         ]
         with _phase("log"):
             await self.sender.send(items, what="records and dead letters")
+        if batch.forwards:
+            metrics.FORWARDED.inc(len(batch.forwards))
+            with _phase("forward"):
+                await self.sender.send(
+                    [item for item, _ in batch.forwards],
+                    [p for _, p in batch.forwards],
+                    what="events forwarded to their customer's partition",
+                )
 
     async def disclose(self, batch: Decided[M]) -> None:
         """Step 5: the sealed agent messages."""
@@ -278,17 +417,26 @@ class BatchProtocol(Generic[M]):
             await self.sender.send(items, what="agent messages")
 
     async def write_changelog(self, batch: Decided[M]) -> None:
-        """Step 6: the consent changes, each to the partition of the event that caused it
-        (the changelog is co-partitioned with the input), then each of those partitions'
-        applied marker, last."""
+        """Step 6: the consent changes, each to its subject's partition (the changelog is
+        co-partitioned with the input and the re-partition topic), then those partitions'
+        applied markers, one per source the batch read from, last. Every entry carries a
+        worker MAC: a restore ignores any other."""
         if not batch.writes:
             return
         last = batch.last_offsets()
-        marked = sorted({p for p, _, _, _ in batch.writes})
+        changed = {p for p, _, _, _ in batch.writes}
+        marked = sorted(k for k in last if k[1] in changed)
         topic = self.changelog_topic
-        items: list[Item] = [(topic, cid.encode(), raw, None) for _, cid, raw, _ in batch.writes]
-        items += [(topic, OFFSET_KEY.encode(), offset_marker(last[p]), None) for p in marked]
-        partitions = [p for p, _, _, _ in batch.writes] + marked
+        mac = self.mac.changelog
+        items: list[Item] = []
+        for _, cid, raw, _ in batch.writes:
+            key = cid.encode()
+            items.append((topic, key, raw, [(HEADER_MAC, mac(key, raw))]))
+        for source, p in marked:
+            key, value = MARKER_KEYS[source].encode(), offset_marker(last[(source, p)])
+            items.append((topic, key, value, [(HEADER_MAC, mac(key, value))]))
+        partitions: list[int | None] = [p for p, _, _, _ in batch.writes]
+        partitions += [p for _, p in marked]
         with _phase("changelog"):
             await self.sender.send(items, partitions, what="consent changes")
 
@@ -301,9 +449,9 @@ class BatchProtocol(Generic[M]):
         for p, cid, raw, state in batch.writes:
             if p not in stale:
                 consent.set_local(p, cid, raw, state)
-        for p, offset in batch.last_offsets().items():
+        for (source, p), offset in batch.last_offsets().items():
             if p not in stale:
-                consent.set_applied(p, offset)
+                consent.set_applied(p, offset, source)
         done = [m for m in batch.messages if m.partition not in stale]
         for m in done:
             self.consumer.acknowledge(m)
@@ -325,6 +473,14 @@ class BatchProtocol(Generic[M]):
         dead = Counter(d.reason for out in batch.outcomes if (d := out.dead_letter) is not None)
         for reason, n in dead.items():
             metrics.DEAD_LETTERS.labels(reason).inc(n)
+
+
+def _headers(raw: Any) -> list[tuple[str, bytes]]:
+    """A message's headers as (name, value) pairs, however the client gives them."""
+    if not raw:
+        return []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return [(k, v if v is not None else b"") for k, v in pairs]
 
 
 @contextmanager

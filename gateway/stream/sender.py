@@ -24,7 +24,8 @@ log = logging.getLogger("gateway.stream")
 
 # One attempt at sending ``items`` (to the given partitions, or to the partition of each
 # key when None): per item, None once the broker acknowledged it, or the error.
-Attempt = Callable[[Sequence[Item], Sequence[int] | None], Awaitable[list[BaseException | None]]]
+Partitions = Sequence[int | None] | None
+Attempt = Callable[[Sequence[Item], Partitions], Awaitable[list[BaseException | None]]]
 
 FIRST_RETRY_DELAY = 0.05
 MAX_RETRY_DELAY = 5.0
@@ -33,7 +34,7 @@ MAX_RETRY_DELAY = 5.0
 async def send_acknowledged(
     attempt: Attempt,
     items: Sequence[Item],
-    partitions: Sequence[int] | None = None,
+    partitions: Sequence[int | None] | None = None,
     *,
     what: str = "messages",
     first_delay: float = FIRST_RETRY_DELAY,
@@ -85,14 +86,14 @@ class BatchSender:
         self._partition_of: dict[tuple[str, int, bytes], int] = {}
 
     async def send(
-        self, items: Sequence[Item], partitions: Sequence[int] | None = None, *, what: str
+        self, items: Sequence[Item], partitions: Sequence[int | None] | None = None, *, what: str
     ) -> None:
         """Send ``items`` until the broker acknowledged them all (see
         :func:`send_acknowledged`)."""
         await send_acknowledged(self.attempt, items, partitions, what=what)
 
     async def attempt(
-        self, items: Sequence[Item], partitions: Sequence[int] | None = None
+        self, items: Sequence[Item], partitions: Sequence[int | None] | None = None
     ) -> list[BaseException | None]:
         """Send ``items`` once; per item, None once the broker acknowledged it, or the
         error."""
@@ -142,15 +143,16 @@ class BatchSender:
         return results
 
     async def _by_partition(
-        self, producer: Any, items: Sequence[Item], partitions: Sequence[int] | None
+        self, producer: Any, items: Sequence[Item], partitions: Sequence[int | None] | None
     ) -> dict[tuple[str, int], list[int]]:
         """The indexes of ``items`` per (topic, partition) they go to."""
         topic_parts: dict[str, list[int]] = {}
         groups: dict[tuple[str, int], list[int]] = {}
         cache = self._partition_of
         for i, (topic, key, _value, _headers) in enumerate(items):
-            if partitions is not None:
-                p = partitions[i]
+            given = partitions[i] if partitions is not None else None
+            if given is not None:
+                p = given
             else:
                 parts = topic_parts.get(topic)
                 if parts is None:

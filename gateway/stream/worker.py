@@ -24,6 +24,9 @@ def required_topics(settings: Settings, core: Core | None) -> dict[str, int]:
     n = settings.partitions
     topics = {
         settings.input_topic: n,
+        # Co-partitioned with the input (same count): a subject partition's events from
+        # either are decided by the worker holding that partition number.
+        settings.subjects_topic: n,
         settings.disclosure_topic: n,
         settings.dead_letter_topic: n,
         changelog_topic(settings): n,

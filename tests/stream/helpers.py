@@ -22,7 +22,8 @@ from gateway.kafka.read import read_topic
 from gateway.pipeline import EventResult
 from gateway.policy import Policy, load_policy
 from gateway.records import DecisionRecord
-from gateway.runtime import Core, build_core, ensure_demo_keys
+from gateway.runtime import Core, build_core, demo_signers, ensure_demo_keys
+from gateway.sdk.publisher import Publisher
 from gateway.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,6 +58,7 @@ class Env:
             input_topic=f"{prefix}.events",
             disclosure_topic=f"{prefix}.disclosures",
             dead_letter_topic=f"{prefix}.dead",
+            subjects_topic=f"{prefix}.subjects",
             app_id=f"{prefix}-gw",
             partitions=partitions,
             web_port=free_port(),
@@ -66,6 +68,21 @@ class Env:
         policy = load_policy(settings.policy_path)
         ensure_demo_keys(settings, policy)
         return cls(settings, policy, build_core(settings, policy), tmp)
+
+    def publisher(self, **producer_config: Any) -> Publisher:
+        """An SDK publisher to this deployment's input topic that signs each event as the
+        demo publisher the policy allows to send its type."""
+        return Publisher(
+            self.settings.bootstrap_servers,
+            self.settings.input_topic,
+            signers=demo_signers(self.settings, self.policy),
+            **producer_config,
+        )
+
+    def signed_headers(self, value: bytes) -> list[tuple[str, bytes]]:
+        """The publisher headers for ``value`` (an event), as its demo publisher signs it."""
+        event_type = orjson.loads(value)["event_type"]
+        return demo_signers(self.settings, self.policy)[event_type].headers(value)
 
     def env(self) -> dict[str, str]:
         return {**os.environ, **self.settings.as_env()}

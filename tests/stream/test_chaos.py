@@ -33,7 +33,6 @@ import pytest
 from gateway.audit import ReconcileReport, reconcile_deployment, reconcile_until_settled
 from gateway.dev.broker import EmbeddedBroker
 from gateway.dev.samples import random_events
-from gateway.sdk.publisher import Publisher
 from tests.stream.helpers import Env, Worker, free_port, wait_for
 
 # Each test runs a worker for most of a minute (a paced stream, kills and restarts, a
@@ -66,9 +65,7 @@ class Stream:
     def _run(self) -> None:
         try:
             chunk = 15
-            with Publisher(
-                self.env.settings.bootstrap_servers, self.env.settings.input_topic
-            ) as pub:
+            with self.env.publisher() as pub:
                 t0 = time.monotonic()
                 for i in range(0, len(self.lines), chunk):
                     if self._stop.is_set():
@@ -262,7 +259,7 @@ def test_the_worker_waits_out_a_frozen_broker_and_carries_on(
     with Worker(env, extra_env=timeouts) as w:
         assert w.proc is not None
         pid = w.proc.pid
-        with Publisher(env.settings.bootstrap_servers, env.settings.input_topic) as pub:
+        with env.publisher() as pub:
             pub.publish_many(enumerate(lines[:600], 1))
         wait_for(lambda: processed(w) > 50, 60, "some progress before the pause")
         broker.pause()
@@ -273,7 +270,7 @@ def test_the_worker_waits_out_a_frozen_broker_and_carries_on(
         finally:
             broker.resume()
         paused_for = time.monotonic() - t0
-        with Publisher(env.settings.bootstrap_servers, env.settings.input_topic) as pub:
+        with env.publisher() as pub:
             pub.publish_many(enumerate(lines[600:], 601))
         rep = settle(env)
         assert w.proc.poll() is None and w.proc.pid == pid  # recovered by itself

@@ -15,28 +15,29 @@ import pytest
 
 from gateway.consent import ConsentState
 from gateway.dev.samples import scenario
+from gateway.integrity import WorkerMac
+from gateway.publishers import PublisherSigner
 from gateway.records import DecisionRecord
-from gateway.runtime import Core
+from gateway.routing import subject_partition
+from gateway.runtime import Core, demo_signers
+from gateway.settings import Settings
 from gateway.stream import metrics
 from gateway.stream.consent_store import OFFSET_KEY, ConsentStore, Restored
-from gateway.stream.protocol import BatchProtocol, Item
+from gateway.stream.protocol import HEADER_KIND, BatchProtocol, Item
 from gateway.stream.sender import send_acknowledged
 from tests.stream.faulty_worker import faulty_protocol
 
+INPUT = "t.events"
+SUBJECTS = "t.subjects"
 DISCLOSURES = "t.disclosures"
 DEAD = "t.dead"
 CHANGELOG = "t.consent-changelog"
+PARTITIONS = 2
 
-# Each customer's events go to one input partition, as keyed Kafka messages would.
-PARTITION = {
-    "C-1001": 0,
-    "C-1002": 0,
-    "C-1004": 0,
-    "C-1003": 1,
-    "B-2001": 1,
-    "B-2002": 1,
-    "C-1005": 1,
-}
+# Each customer's events go to its subject partition, as a publisher keying by customer id
+# with a murmur2 client (the SDK) puts them: decided where they are read.
+CUSTOMERS = ("C-1001", "C-1002", "C-1003", "C-1004", "C-1005", "B-2001", "B-2002")
+PARTITION = {c: subject_partition(c, PARTITIONS) for c in CUSTOMERS}
 
 
 @dataclass(frozen=True)
@@ -44,22 +45,41 @@ class Msg:
     partition: int
     offset: int
     value: bytes | None
+    topic: str = INPUT
+    headers: list[tuple[str, bytes]] | None = None
 
 
-def scenario_messages() -> list[Msg]:
-    """The bundled scenario as input messages: offsets counted per partition."""
+def signed(partition: int, offset: int, value: bytes, topic: str = INPUT) -> Msg:
+    """An input message as the event's demo publisher signs it."""
+    event_type = orjson.loads(value)["event_type"]
+    return Msg(partition, offset, value, topic, _SIGNERS[event_type].headers(value))
+
+
+# The demo publishers' signers of the session's key store (the ``core`` fixture's).
+_SIGNERS: dict[str, PublisherSigner] = {}
+
+
+@pytest.fixture(autouse=True)
+def _publisher_signers(core: Core, settings: Settings) -> None:
+    _SIGNERS.update(demo_signers(settings, core.policy))
+
+
+def scenario_messages(partition_of: dict[str, int] | None = None) -> list[Msg]:
+    """The bundled scenario as signed input messages, each on its customer's partition
+    (or the one ``partition_of`` says): offsets counted per partition."""
+    where = partition_of or PARTITION
     next_offset = {0: 0, 1: 0}
     out = []
     for e in scenario():
-        p = PARTITION[e["subject"]["customer_id"]]
-        out.append(Msg(p, next_offset[p], orjson.dumps(e)))
+        p = where[e["subject"]["customer_id"]]
+        out.append(signed(p, next_offset[p], orjson.dumps(e)))
         next_offset[p] += 1
     return out
 
 
 def kind(topic: str) -> str:
     """Which step an output belongs to, by its topic."""
-    if topic in (DISCLOSURES, DEAD):
+    if topic in (DISCLOSURES, DEAD, SUBJECTS):
         return "log"
     if topic == CHANGELOG:
         return "changelog"
@@ -73,6 +93,7 @@ class Sent:
     key: bytes | None
     value: bytes
     partition: int | None
+    headers: list[tuple[str, bytes]] | None = None
 
 
 class FakeConsumer:
@@ -101,7 +122,7 @@ class FakeBroker:
     acked: list[Sent] = field(default_factory=list)
 
     async def attempt(
-        self, items: Sequence[Item], partitions: Sequence[int] | None = None
+        self, items: Sequence[Item], partitions: Sequence[int | None] | None = None
     ) -> list[BaseException | None]:
         k = kind(items[0][0])
         if self.before is not None:
@@ -111,8 +132,10 @@ class FakeBroker:
             self.refuse[k] -= 1
         results: list[BaseException | None] = []
         carried = []
-        for i, (topic, key, value, _headers) in enumerate(items):
-            sent = Sent(kind(topic), topic, key, value, partitions[i] if partitions else None)
+        for i, (topic, key, value, headers) in enumerate(items):
+            sent = Sent(
+                kind(topic), topic, key, value, partitions[i] if partitions else None, headers
+            )
             carried.append(sent)
             self.effects.append(("sent", sent.kind, sent))
             refused = refusing and (not self.refuse_half or i % 2 == 0)
@@ -130,7 +153,7 @@ class FakeSender:
         self.broker = broker
 
     async def send(
-        self, items: Sequence[Item], partitions: Sequence[int] | None = None, *, what: str
+        self, items: Sequence[Item], partitions: Sequence[int | None] | None = None, *, what: str
     ) -> None:
         await send_acknowledged(
             self.broker.attempt, items, partitions, what=what, first_delay=0.001
@@ -162,6 +185,9 @@ class Harness:
             disclosure_topic=DISCLOSURES,
             dead_letter_topic=DEAD,
             changelog_topic=CHANGELOG,
+            subjects_topic=SUBJECTS,
+            partitions=PARTITIONS,
+            mac=WorkerMac(core.worker_key),
         )
 
     async def read_changelog(self, partitions: list[int]) -> Restored:
@@ -192,7 +218,9 @@ class Harness:
 
     def records(self) -> list[DecisionRecord]:
         return [
-            DecisionRecord.from_json(s.value) for s in self.broker.acked if s.topic == DISCLOSURES
+            DecisionRecord.from_json(s.value)
+            for s in self.broker.acked
+            if s.topic == DISCLOSURES and dict(s.headers or ()).get(HEADER_KIND) is None
         ]
 
 
@@ -223,7 +251,7 @@ def test_a_batch_logs_then_discloses_then_writes_the_changelog_then_acknowledges
     assert sorted(h.acks()) == sorted((m.partition, m.offset) for m in messages)
     # What was sent is what the offline core decides for the same events.
     states: dict[str, ConsentState] = {}
-    want = [core.pipeline.process(m.value or b"", states) for m in messages]
+    want = [core.pipeline.process(m.value or b"", states, verify=False) for m in messages]
     assert [r.record_id for r in h.records()] == [r.record_id for o in want for r in o.records]
     disclosed = {s.value for s in h.broker.acked if s.kind == "disclose"}
     assert len(disclosed) == sum(len(o.messages) for o in want) > 0
@@ -414,5 +442,96 @@ def test_a_message_without_a_value_is_dead_lettered_not_a_crash(core: Core) -> N
     h = Harness(core)
     assert h.run([Msg(0, 0, None)]) == [Msg(0, 0, None)]
     (dead,) = [s for s in h.broker.acked if s.topic == DEAD]
-    assert orjson.loads(dead.value)["reason"] == "not_json"
+    # A tombstone carries no publisher headers: refused before anything reads it.
+    assert orjson.loads(dead.value)["reason"] == "unsigned"
     assert h.acks() == [(0, 0)]
+
+
+# --- subject routing -------------------------------------------------------------------------
+
+
+def forwarded_messages(h: Harness) -> list[Msg]:
+    """What the broker took for the re-partition topic, as the messages a worker then reads
+    from it: offsets counted per partition."""
+    next_offset: dict[int, int] = {}
+    out = []
+    for s in h.broker.acked:
+        if s.topic != SUBJECTS:
+            continue
+        assert s.partition is not None
+        offset = next_offset.get(s.partition, 0)
+        next_offset[s.partition] = offset + 1
+        out.append(Msg(s.partition, offset, s.value, SUBJECTS, s.headers))
+    return out
+
+
+def test_events_on_another_partition_are_forwarded_then_decided_as_the_core_decides(
+    core: Core,
+) -> None:
+    # A publisher whose partitioner disagrees with murmur2 for every customer (as
+    # librdkafka's default does for most): nothing may be decided where it was read.
+    wrong = {c: 1 - p for c, p in PARTITION.items()}
+    messages = scenario_messages(wrong)
+    h = Harness(core)
+    assert h.run(messages) == messages
+    assert not h.records() and not [s for s in h.broker.acked if s.kind == "disclose"]
+    forwarded = forwarded_messages(h)
+    assert len(forwarded) == len(messages)
+    for m in forwarded:  # each on its customer's partition, keyed by customer id
+        cid = orjson.loads(m.value or b"")["subject"]["customer_id"]
+        assert m.partition == PARTITION[cid]
+    # The input is acknowledged once the forwards are acknowledged, before nothing else.
+    assert h.index("acked", "log", last=True) < h.index("ack")
+
+    h2 = Harness(core)
+    assert h2.run(forwarded) == forwarded
+    assert_protocol_order(h2)
+    states: dict[str, ConsentState] = {}
+    want = [core.pipeline.process(m.value or b"", states, verify=False) for m in forwarded]
+    assert [r.record_id for r in h2.records()] == [r.record_id for o in want for r in o.records]
+    # The progress marker written is the re-partition topic's, not the input's.
+    markers = {s.key for s in h2.broker.acked if s.kind == "changelog" and s.key.startswith(b"#")}
+    assert markers == {b"#offset:forwarded"}
+    assert h2.consent.applied(PARTITION["C-1001"], "forwarded") >= 0
+    assert h2.consent.applied(PARTITION["C-1001"], "input") == -1
+
+
+def test_a_message_on_the_re_partition_topic_without_a_worker_mac_is_dead_lettered(
+    core: Core,
+) -> None:
+    # Someone with access to the broker writes a signed event straight to the
+    # re-partition topic, with a made-up or copied MAC: not decided.
+    h = Harness(core)
+    forwarded = forwarded_messages_of(
+        core, scenario_messages({c: 1 - p for c, p in PARTITION.items()})
+    )
+    genuine = forwarded[0]
+    headers = [(k, v) for k, v in genuine.headers or () if k != "gateway-mac"]
+    tampered = orjson.loads(genuine.value or b"")
+    tampered["subject"]["type"] = "business"
+    forged = [
+        Msg(genuine.partition, 0, genuine.value, SUBJECTS, headers),  # no MAC
+        Msg(genuine.partition, 1, orjson.dumps(tampered), SUBJECTS, genuine.headers),  # copied
+    ]
+    assert h.run(forged) == forged
+    dead = [orjson.loads(s.value) for s in h.broker.acked if s.topic == DEAD]
+    assert [d["reason"] for d in dead] == ["forged_forward", "forged_forward"]
+    assert not h.records()
+
+
+def forwarded_messages_of(core: Core, messages: list[Msg]) -> list[Msg]:
+    h = Harness(core)
+    h.run(messages)
+    return forwarded_messages(h)
+
+
+def test_a_forwarded_event_for_another_partition_is_dead_lettered_misrouted(core: Core) -> None:
+    genuine = forwarded_messages_of(
+        core, scenario_messages({c: 1 - p for c, p in PARTITION.items()})
+    )[0]
+    # A worker configured with another partition count would forward it elsewhere.
+    elsewhere = Msg(1 - genuine.partition, 0, genuine.value, SUBJECTS, genuine.headers)
+    h = Harness(core)
+    h.run([elsewhere])
+    dead = [orjson.loads(s.value) for s in h.broker.acked if s.topic == DEAD]
+    assert [d["reason"] for d in dead] == ["misrouted"]

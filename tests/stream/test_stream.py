@@ -13,7 +13,8 @@ import pytest
 from gateway.dev.samples import random_events, scenario
 from gateway.events import safe_field_name
 from gateway.keys import demo_agent_private_key
-from gateway.sdk.publisher import PRODUCER_DEFAULTS, Publisher
+from gateway.runtime import demo_signers
+from gateway.sdk.publisher import PRODUCER_DEFAULTS
 from gateway.sdk.reader import AgentReader, Received
 from tests.stream.helpers import Env, Worker, wait_for
 
@@ -23,17 +24,20 @@ SCENARIO = [orjson.dumps(e) for e in scenario()]
 
 
 def publish(env: Env, lines: list[bytes]) -> None:
-    with Publisher(env.settings.bootstrap_servers, env.settings.input_topic) as pub:
+    with env.publisher() as pub:
         report = pub.publish_many(enumerate(lines, 1))
     assert report.sent == len(lines) and not report.rejected
 
 
 def raw_publish(env: Env, values: list[tuple[bytes, bytes]]) -> None:
+    """Publish as a buggy but signing publisher would: signed by the orders back end,
+    whatever the bytes are."""
     from kafka import KafkaProducer
 
+    signer = demo_signers(env.settings, env.policy)["order.placed"]
     p = KafkaProducer(bootstrap_servers=[env.settings.bootstrap_servers], **PRODUCER_DEFAULTS)
     for key, value in values:
-        p.send(env.settings.input_topic, key=key, value=value)
+        p.send(env.settings.input_topic, key=key, value=value, headers=signer.headers(value))
     p.flush()
     p.close()
 
