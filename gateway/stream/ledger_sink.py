@@ -41,13 +41,12 @@ from gateway.records import DecisionRecord
 from gateway.runtime import Core
 from gateway.settings import Settings
 from gateway.stream import metrics
+from gateway.stream.protocol import HEADER_KIND
 
 log = logging.getLogger("gateway.stream")
 
-# What a message on the disclosure topic is, when it is not a decision record (the same
-# header as gateway.stream.protocol writes); a worker's control message of a known kind is
-# not for the log and is passed over, not quarantined.
-HEADER_KIND: Final = "gateway-kind"
+# A worker's control message on the disclosure topic (HEADER_KIND names what it is) is
+# not a record: one of a known kind is passed over, not quarantined.
 CONTROL_KINDS: Final = frozenset({b"erasure_request"})
 
 _RETRY_FIRST: Final = 0.5

@@ -23,6 +23,7 @@ from gateway.integrity import HEADER_MAC, WorkerMac
 from gateway.ledger import open_store, verify_log
 from gateway.records import DecisionRecord
 from gateway.sdk.publisher import PRODUCER_DEFAULTS
+from gateway.stream.protocol import HEADER_KIND
 from tests.stream.helpers import Env, Worker, wait_for
 
 pytestmark = pytest.mark.broker
@@ -95,7 +96,7 @@ def test_poison_and_forged_records_are_quarantined_and_the_sink_carries_on(env: 
     add("malformed", 1 % parts, b"not a record", signed(b"not a record"))
     # A worker's control message (an erasure request) is not for the log, nor forged.
     control = b'{"kind":"erasure_request"}'
-    items.append((0, b"ref", control, [("gateway-kind", b"erasure_request"), *signed(control)]))
+    items.append((0, b"ref", control, [(HEADER_KIND, b"erasure_request"), *signed(control)]))
     for i, rec in enumerate(good):
         value = rec.to_json()
         add(None, i % parts, value, signed(value))
