@@ -20,6 +20,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.records import DecisionRecord
 
+# On the disclosure topic, an erasure request is told apart from the decision records by
+# this header (a record has none).
+HEADER_KIND: Final = "gateway-kind"
+ERASURE_REQUEST_KIND: Final = b"erasure_request"
+
+
+def is_erasure_request(headers: Iterable[tuple[str, bytes]] | None) -> bool:
+    """Do a disclosure-topic message's headers mark it as an erasure request?"""
+    return any(k == HEADER_KIND and v == ERASURE_REQUEST_KIND for k, v in headers or ())
+
+
 NOTICE_INSTRUCTION: Final = (
     "Delete all personal data you received about this subject from us (every disclosure "
     "listed here and anything else stored under these subject references), and confirm to "

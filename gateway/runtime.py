@@ -124,17 +124,33 @@ def ensure_demo_keys(settings: Settings, policy: Policy) -> list[str]:
     return created
 
 
-def demo_signers(settings: Settings, policy: Policy) -> dict[str, PublisherSigner]:
-    """For a local run: a signer per event type, from the demo publishers' signing keys that
-    :func:`ensure_demo_keys` made (the first publisher the policy allows for each type)."""
-    keys = demo_publisher_keys_dir(settings.keys_dir)
+def signers_from(policy: Policy, keys_dir: Path) -> dict[str, PublisherSigner]:
+    """A signer per event type from the publisher keys in ``keys_dir`` (``NAME.key``, an
+    Ed25519 private key, or ``NAME.secret``, an HMAC secret, for each publisher NAME the
+    policy declares; the first publisher allowed to send a type signs it). For a process
+    that publishes for several back ends (a migration, a load test). Raises
+    KeyFileError when no key of any declared publisher is there."""
     out: dict[str, PublisherSigner] = {}
     for name, spec in policy.publishers.items():
-        path = keys / (name + (".secret" if spec.secret is not None else ".key"))
+        path = keys_dir / (name + (".secret" if spec.secret is not None else ".key"))
+        if not path.exists():
+            continue
         signer = PublisherSigner.from_file(name, path)
         for event_type in spec.events:
             out.setdefault(event_type, signer)
+    if not out:
+        raise KeyFileError(
+            f"no publisher key in {keys_dir}: expected NAME.key (Ed25519, PEM) or NAME.secret"
+            f" (HMAC, hex) for one of the policy's publishers ({', '.join(policy.publishers)});"
+            " make them with `gateway keys publisher NAME`"
+        )
     return out
+
+
+def demo_signers(settings: Settings, policy: Policy) -> dict[str, PublisherSigner]:
+    """For a local run: a signer per event type, from the demo publishers' signing keys that
+    :func:`ensure_demo_keys` made (the first publisher the policy allows for each type)."""
+    return signers_from(policy, demo_publisher_keys_dir(settings.keys_dir))
 
 
 def build_core(settings: Settings, policy: Policy | None = None) -> Core:

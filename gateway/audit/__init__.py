@@ -1,17 +1,23 @@
-"""Reconciliation: every input event accounted for, every disclosure logged.
+"""Reconciliation: every input event accounted for, every disclosure logged, every decision
+one the gateway could have made.
 
-The auditor trusts none of the gateway's bookkeeping. It replays the input topic through
-the same pipeline the worker runs, which yields the exact records, agent messages and dead
-letters each input must have caused, and compares that expectation with what the
-disclosure topic, the ledger, the agent topics and the dead-letter topic really hold.
+The auditor trusts none of the gateway's bookkeeping. It admits the input topic (all
+partitions, with the publishers' signatures) through the same pipeline the worker runs and
+groups it per customer. The gateway decides a customer's events on one subject partition
+in an arrival order the auditor cannot see, so instead of replaying one order it checks
+each record: its event exists, its consent state is one some order the routing allows
+gives (:mod:`~gateway.audit.states`), and its decision is the engine's under that state;
+and it checks that every input has its outputs on the disclosure topic, the ledger, the
+agent topics and the dead-letter topic.
 
-* :mod:`~gateway.audit.model` — what is read and what is expected;
-* :mod:`~gateway.audit.expectation` — the replay;
-* :mod:`~gateway.audit.comparison` — expected against found, one check per source (pure);
-* :mod:`~gateway.audit.report` — the findings (gaps, pending work, warnings);
-* :mod:`~gateway.audit.snapshot` — reading a deployment (the only part that talks to
+* :mod:`~gateway.audit.model` -- what is read;
+* :mod:`~gateway.audit.expectation` -- the admission, and the input per customer;
+* :mod:`~gateway.audit.states` -- which consent states a customer could have had;
+* :mod:`~gateway.audit.comparison` -- the checks, per source and per record (pure);
+* :mod:`~gateway.audit.report` -- the findings (gaps, pending work, warnings);
+* :mod:`~gateway.audit.snapshot` -- reading a deployment (the only part that talks to
   Kafka and SQL);
-* :mod:`~gateway.audit.reconciliation` — the whole audit, once or until settled.
+* :mod:`~gateway.audit.reconciliation` -- the whole audit, once or until settled.
 
 Nothing here reads or prints personal data: findings name positions, ids, agents and
 reasons; inputs are identified by digest.

@@ -1,11 +1,12 @@
 """What the audit reads and what it expects: a message as read back from a topic, the
-decision a record states, and what one input message must have caused."""
+decision a record states, and one input message as admitted (or rejected)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from gateway.events import Event
 from gateway.records import DecisionRecord
 
 # Outcomes under which an agent receives a message.
@@ -24,6 +25,10 @@ class TopicMessage:
     offset: int
     key: bytes | None
     value: bytes
+    # None: not read (a source without headers); the MAC checks then cannot run.
+    headers: tuple[tuple[str, bytes], ...] | None = None
+    # The broker's timestamp (ms since the epoch; -1 unknown): how old unfinished work is.
+    timestamp_ms: int = -1
 
     @property
     def position(self) -> str:
@@ -56,10 +61,16 @@ class RecordedDecision:
 
 @dataclass(slots=True)
 class Expected:
-    """What one input message must have caused."""
+    """One input message as the gateway must have taken it: admitted (``event`` set: its
+    publisher's signature, schema and rights check out, so it must be decided or
+    dead-lettered for a reason its subject's state explains) or rejected at admission
+    (``dead_letter`` names the reason its dead letter must carry)."""
 
     message: TopicMessage
     digest: str  # sha256 of the raw input: how its dead letter is recognised
-    event_id: str | None = None  # None: the input must be dead-lettered
-    dead_letter: str | None = None  # the reason, when dead-lettered
-    records: dict[str, RecordedDecision] = field(default_factory=dict)
+    event: Event | None = None
+    dead_letter: str | None = None  # the admission's reason, when rejected
+
+    @property
+    def event_id(self) -> str | None:
+        return self.event.event_id if self.event is not None else None

@@ -1,4 +1,4 @@
-"""The whole audit: replay the input, then compare; for a live deployment, read a
+"""The whole audit: admit the input, then compare; for a live deployment, read a
 snapshot first and re-check until in-flight work has settled."""
 
 from __future__ import annotations
@@ -7,11 +7,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from gateway.audit.comparison import compare
+from gateway.audit.comparison import PENDING_DEADLINE, compare
 from gateway.audit.expectation import expect
 from gateway.audit.model import TopicMessage
 from gateway.audit.report import ReconcileReport
 from gateway.audit.snapshot import CONNECT_TIMEOUT, QUIET, READ_TIMEOUT, Snapshot, snapshot
+from gateway.integrity import WorkerMac
 from gateway.runtime import build_core
 
 if TYPE_CHECKING:
@@ -21,12 +22,20 @@ if TYPE_CHECKING:
 
 def reconcile(pipeline: Pipeline, inputs: Sequence[TopicMessage], **kw: Any) -> ReconcileReport:
     """:func:`expect` then :func:`compare` (keyword arguments as for ``compare``)."""
-    kw.setdefault("policy_version", pipeline.engine.policy_version)
-    return compare(expect(pipeline, inputs), **kw)
+    return compare(expect(pipeline, inputs), pipeline=pipeline, **kw)
 
 
-def reconcile_snapshot(pipeline: Pipeline, snap: Snapshot) -> ReconcileReport:
-    """:func:`reconcile` of what :func:`~gateway.audit.snapshot.snapshot` read."""
+def reconcile_snapshot(
+    pipeline: Pipeline,
+    snap: Snapshot,
+    *,
+    mac: WorkerMac | None = None,
+    partitions: int | None = None,
+    pending_deadline: float = PENDING_DEADLINE,
+) -> ReconcileReport:
+    """:func:`reconcile` of what :func:`~gateway.audit.snapshot.snapshot` read (``mac``,
+    ``partitions`` and ``pending_deadline`` as for
+    :func:`~gateway.audit.comparison.compare`; the snapshot's time is "now")."""
     return reconcile(
         pipeline,
         snap.inputs,
@@ -36,6 +45,10 @@ def reconcile_snapshot(pipeline: Pipeline, snap: Snapshot) -> ReconcileReport:
         dead_letters=snap.dead_letters,
         agent_topics=snap.agent_topics,
         offsets=snap.offsets,
+        mac=mac,
+        partitions=partitions,
+        now_ms=snap.read_at_ms if snap.read_at_ms >= 0 else None,
+        pending_deadline=pending_deadline,
     )
 
 
@@ -47,15 +60,22 @@ def reconcile_deployment(
     read_timeout: float = READ_TIMEOUT,
     connect_timeout: float = CONNECT_TIMEOUT,
     quiet: float = QUIET,
+    pending_deadline: float = PENDING_DEADLINE,
+    worker_key: bytes | None = None,
 ) -> ReconcileReport:
     """Reconcile the deployment ``settings`` describe (broker, topics, ledger, policy).
 
-    The replay runs the core built from the same settings (policy file, keys), so it
-    decides exactly as the workers do. ``use_offsets``, ``read_timeout``,
-    ``connect_timeout`` and ``quiet`` are passed to :func:`~gateway.audit.snapshot.snapshot`.
+    The records are re-decided by the core built from the same settings (policy file,
+    keys), so the audit decides exactly as the workers do; the disclosure topic's MACs are
+    checked with the workers' key (``worker_key``, default the core's). ``use_offsets``,
+    ``read_timeout``, ``connect_timeout`` and ``quiet`` are passed to
+    :func:`~gateway.audit.snapshot.snapshot`; ``pending_deadline`` (seconds) to
+    :func:`~gateway.audit.comparison.compare`.
     """
-    if pipeline is None:
-        pipeline = build_core(settings).pipeline
+    if pipeline is None or worker_key is None:
+        core = build_core(settings)
+        pipeline = pipeline or core.pipeline
+        worker_key = worker_key or core.worker_key
     topics = {name: a.topic for name, a in pipeline.policy.agents.items()}
     snap = snapshot(
         settings,
@@ -65,7 +85,13 @@ def reconcile_deployment(
         connect_timeout=connect_timeout,
         quiet=quiet,
     )
-    return reconcile_snapshot(pipeline, snap)
+    return reconcile_snapshot(
+        pipeline,
+        snap,
+        mac=WorkerMac(worker_key),
+        partitions=settings.partitions,
+        pending_deadline=pending_deadline,
+    )
 
 
 def reconcile_until_settled(

@@ -2,16 +2,22 @@
 
 Findings are split into
 
-* **gaps** (a promise broken: every input event accounted for, every disclosure logged):
-  ``lost`` — a processed input event with an output missing (record, agent message or
-  dead letter); ``unlogged`` — an agent message without a record of its exact bytes, or
-  one the ledger records as a withholding; ``unledgered`` — a record the ledger sink has
-  consumed but the ledger does not hold;
-* **pending**: outputs missing for input the worker has not committed yet (still in
-  flight; not a gap unless it stays so);
-* **warnings**: ``conflict`` (copies of one id record different decisions, or differ from
-  the replay), ``unexpected`` (ids no input explains), ``malformed`` (unreadable entries),
-  ``duplicate_event_id`` (distinct inputs sharing an event id).
+* **gaps** (failures: a promise broken or not provable; each makes the audit fail):
+  ``lost`` -- a processed input event with an output missing (record, agent message,
+  erasure request or dead letter); ``overdue`` -- the same, for input not yet committed but
+  older than the pending deadline; ``unlogged`` -- an agent message without a record of its
+  exact bytes, or one the ledger records as a withholding; ``unledgered`` -- a record the
+  ledger sink has consumed but the ledger does not hold; ``forged`` -- a record (or erasure
+  request) whose event does not exist on the input; ``bad_mac`` -- a message on the
+  disclosure topic without a valid workers' MAC; ``conflict`` -- a record that is not what
+  the engine decides for its event under its own consent state, copies of one record that
+  disagree, an event decided twice differently, a dead letter its input cannot explain;
+  ``impossible_state`` -- a record decided against a consent state the customer could not
+  have had then; ``event_id_reused`` -- different events under one event id;
+* **pending**: outputs missing for input the worker has not committed yet and younger than
+  the deadline (still in flight);
+* **warnings**: ``malformed`` (unreadable entries), ``unchecked`` (records written before
+  records carried the event fingerprint and consent state: they cannot be re-decided).
 
 Findings name positions, ids, agents and reasons, never personal data.
 """
@@ -22,8 +28,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-GAP_KINDS = ("lost", "unlogged", "unledgered")
-WARNING_KINDS = ("conflict", "unexpected", "malformed", "duplicate_event_id")
+GAP_KINDS = (
+    "lost",
+    "overdue",
+    "unlogged",
+    "unledgered",
+    "forged",
+    "bad_mac",
+    "conflict",
+    "impossible_state",
+    "event_id_reused",
+)
+WARNING_KINDS = ("malformed", "unchecked")
 
 
 @dataclass(frozen=True, slots=True)

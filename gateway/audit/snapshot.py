@@ -1,17 +1,20 @@
-"""Reading a deployment: the topics, the gateway's committed offsets and the ledger.
+"""Reading a deployment: the topics (with their headers and timestamps), the gateway's
+committed offsets and the ledger.
 
 The only part of the audit that talks to Kafka or SQL. The clients are imported inside the
 functions that use them, so importing :mod:`gateway.audit` (and its pure modules) loads
-neither.
+neither. Every Kafka client gets the deployment's security settings
+(:func:`gateway.kafka.clients.kafka_python_security`), so the audit reads a SASL_SSL
+deployment as the workers do.
 """
 
 from __future__ import annotations
 
-import re
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.audit.model import TopicMessage
 
@@ -25,28 +28,39 @@ CONNECT_TIMEOUT = 10.0
 # Seconds of empty fetches after the end offsets are reached before a topic counts as read.
 QUIET = 1.0
 
-_POSITION = re.compile(r"^(.*)\[(\d+)\]@(\d+)$")
-
 
 def read_messages(
-    bootstrap: str, topic: str, timeout: float = READ_TIMEOUT, quiet: float = QUIET
+    bootstrap: str,
+    topic: str,
+    timeout: float = READ_TIMEOUT,
+    quiet: float = QUIET,
+    security: Mapping[str, Any] | None = None,
 ) -> list[TopicMessage]:
-    """All messages now on ``topic``, read to its real end: past the end offsets, fetches
-    must stay empty for ``quiet`` seconds (some brokers under-report end offsets). Raises
-    :class:`TimeoutError` if that takes longer than ``timeout`` seconds."""
-    from gateway.kafka.read import read_topic
+    """All messages now on ``topic`` with their headers and timestamps, read to its real
+    end: past the end offsets, fetches must stay empty for ``quiet`` seconds (some brokers
+    under-report end offsets). Raises :class:`TimeoutError` if that takes longer than
+    ``timeout`` seconds. ``security``: kafka-python's security options (None: PLAINTEXT)."""
+    from gateway.kafka.read import read_records
 
-    out = []
-    for position, value, key in read_topic(bootstrap, topic, timeout=timeout, quiet=quiet):
-        match = _POSITION.match(position)
-        if match is None:  # pragma: no cover - read_topic's own format
-            raise ValueError(f"unexpected position {position!r}")
-        out.append(TopicMessage(match[1], int(match[2]), int(match[3]), key, value or b""))
-    return out
+    return [
+        TopicMessage(
+            r.topic,
+            r.partition,
+            r.offset,
+            r.key,
+            r.value or b"",
+            tuple(r.headers),
+            r.timestamp_ms,
+        )
+        for r in read_records(bootstrap, topic, timeout, quiet, security)
+    ]
 
 
 def committed_offsets(
-    bootstrap: str, group: str, connect_timeout: float = CONNECT_TIMEOUT
+    bootstrap: str,
+    group: str,
+    connect_timeout: float = CONNECT_TIMEOUT,
+    security: Mapping[str, Any] | None = None,
 ) -> dict[tuple[str, int], int]:
     """The group's committed offsets (the next offset it would consume), per partition.
     Raises kafka-python's ``NoBrokersAvailable`` if no broker answers within
@@ -57,6 +71,7 @@ def committed_offsets(
         bootstrap_servers=bootstrap.split(","),
         client_id="gateway-audit",
         bootstrap_timeout_ms=int(connect_timeout * 1000),
+        **(security or {}),
     )
     try:
         got = admin.list_group_offsets({group: None}).get(group, {})
@@ -97,6 +112,8 @@ class Snapshot:
     agent_topics: dict[str, str]
     ledger: dict[str, str | None]
     offsets: dict[tuple[str, int], int] | None
+    # When the reading started (ms since the epoch): the age of unfinished work.
+    read_at_ms: int = -1
 
 
 def snapshot(
@@ -117,9 +134,15 @@ def snapshot(
     within ``read_timeout`` seconds, the end confirmed by ``quiet`` seconds without data
     (see :func:`read_messages`).
     """
+    from gateway.kafka.clients import kafka_python_security
+
     bootstrap = settings.bootstrap_servers
+    security = kafka_python_security(settings)
+    read_at_ms = int(time.time() * 1000)
     offsets = (
-        committed_offsets(bootstrap, settings.app_id, connect_timeout) if use_offsets else None
+        committed_offsets(bootstrap, settings.app_id, connect_timeout, security)
+        if use_offsets
+        else None
     )
     ledger = read_ledger(settings.ledger_url)
     topics = [
@@ -132,7 +155,9 @@ def snapshot(
         read = dict(
             zip(
                 topics,
-                pool.map(lambda t: read_messages(bootstrap, t, read_timeout, quiet), topics),
+                pool.map(
+                    lambda t: read_messages(bootstrap, t, read_timeout, quiet, security), topics
+                ),
                 strict=True,
             )
         )
@@ -144,4 +169,5 @@ def snapshot(
         agent_topics=dict(agent_topics),
         ledger=ledger,
         offsets=offsets,
+        read_at_ms=read_at_ms,
     )

@@ -89,6 +89,15 @@ def demo_cmd(policy: Path | None, keys_dir: Path | None) -> None:
     " [env GATEWAY_PUBLISHER_KEY].",
 )
 @click.option(
+    "--publisher-keys",
+    "publisher_keys",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Sign each event as the publisher the policy allows to send its type, with that"
+    " publisher's key in this directory (NAME.key or NAME.secret): for a file that mixes"
+    " back ends (a migration, a test). `gateway demo` leaves such keys in"
+    " .gateway/publisher-keys.",
+)
+@click.option(
     "--dry-run",
     is_flag=True,
     help="Only validate: list every problem of every line, in full; send nothing.",
@@ -99,13 +108,15 @@ def publish_cmd(
     topic: str | None,
     publisher: str | None,
     key: Path | None,
+    publisher_keys: Path | None,
     dry_run: bool,
 ) -> None:
     """Validate, sign and publish EVENTS (JSON lines), keyed by customer id.
 
     An invalid line is reported and not sent; the others are. Without --publisher and --key
-    the events go out unsigned, and the gateway dead-letters them. With --dry-run nothing is
-    sent (no broker needed) and each problem names the fields as written in the file."""
+    (or --publisher-keys) the events go out unsigned, and the gateway dead-letters them.
+    With --dry-run nothing is sent (no broker needed) and each problem names the fields as
+    written in the file."""
     if dry_run:
         s = settings_from(bootstrap=bootstrap, input_topic=topic)
         sys.exit(_dry_run(events, s.max_event_bytes))
@@ -113,23 +124,36 @@ def publish_cmd(
 
     if (publisher is None) != (key is None):
         raise click.UsageError("give --publisher NAME and --key FILE together")
-    if publisher is None:
+    if publisher_keys is not None and publisher is not None:
+        raise click.UsageError("give --publisher/--key or --publisher-keys, not both")
+    if publisher is None and publisher_keys is None:
         console.print(
             "[yellow]warning:[/yellow] no --publisher/--key: events are sent unsigned and the"
             " gateway dead-letters them (reason unsigned)"
         )
     s = settings_from(bootstrap=bootstrap, input_topic=topic)
+    signers = None
+    if publisher_keys is not None:
+        from gateway.policy import load_policy
+        from gateway.runtime import signers_from
+
+        signers = signers_from(load_policy(s.policy_path), publisher_keys)
     with Publisher(
         require_broker(s),
         s.input_topic,
         name=publisher,
         key=key,
+        signers=signers,
         max_event_bytes=s.max_event_bytes,
     ) as pub:
         report = pub.publish_file(events)
     for line, reason, error in report.rejected:
         console.print(f"[red]not sent[/red] line {line} ({reason}): {error}")
-    signed = f" signed as {publisher}" if publisher else ""
+    signed = (
+        f" signed as {publisher}"
+        if publisher
+        else (" signed per event type" if publisher_keys else "")
+    )
     console.print(
         f"{report.sent} event(s) sent to {s.input_topic}{signed}, {len(report.rejected)} rejected"
     )

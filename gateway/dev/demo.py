@@ -27,7 +27,7 @@ from rich.table import Table
 
 from gateway.dev.broker import EmbeddedBroker, free_port
 from gateway.errors import GatewayError
-from gateway.kafka.read import read_topic
+from gateway.kafka.read import read_decision_records, read_topic
 from gateway.keys import demo_agent_private_key
 from gateway.policy import load_policy
 from gateway.records import DecisionRecord
@@ -153,10 +153,7 @@ def run_demo(settings: Settings, console: Console) -> int:
                 return int(h.get("processed", 0)) >= total
 
             _wait("the events to be processed", processed, 60, worker, log_path)
-            records = [
-                DecisionRecord.from_json(v)
-                for _, v, _ in read_topic(broker.bootstrap, settings.disclosure_topic)
-            ]
+            records = read_decision_records(broker.bootstrap, settings.disclosure_topic)
 
             def logged() -> bool:
                 h = _get_json(health) or {}

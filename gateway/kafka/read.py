@@ -10,6 +10,9 @@ from typing import Any, cast
 
 from kafka import KafkaConsumer, TopicPartition
 
+from gateway.erasure import is_erasure_request
+from gateway.records import DecisionRecord
+
 
 @dataclass(frozen=True, slots=True)
 class TopicRecord:
@@ -105,3 +108,19 @@ def read_records(
         return out
     finally:
         consumer.close()
+
+
+def read_decision_records(
+    bootstrap_servers: str,
+    topic: str,
+    timeout: float = 30.0,
+    quiet: float = 1.0,
+    security: Mapping[str, Any] | None = None,
+) -> list[DecisionRecord]:
+    """The decision records now on the disclosure topic ``topic`` (its erasure requests,
+    which the notices are built from, left out)."""
+    return [
+        DecisionRecord.from_json(cast(bytes, r.value))
+        for r in read_records(bootstrap_servers, topic, timeout, quiet, security)
+        if not is_erasure_request(r.headers)
+    ]

@@ -73,6 +73,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import orjson
 
 from gateway.consent import ConsentState
+from gateway.erasure import ERASURE_REQUEST_KIND, HEADER_KIND
 from gateway.errors import ForgedForward, Misrouted
 from gateway.integrity import HEADER_MAC, WorkerMac, header
 from gateway.pipeline import Admitted, DeadLetter, EventResult, Pipeline
@@ -89,9 +90,6 @@ Item = tuple[str, bytes | None, bytes, Headers | None]
 
 # Where a forwarded event was read: JSON {"topic", "partition", "offset"}.
 HEADER_ORIGIN = "gateway-origin"
-# A record header naming what the message on the disclosure topic is: absent for a
-# decision record, "erasure_request" for a subject's erasure request (gateway.erasure).
-HEADER_KIND = "gateway-kind"
 _PUBLISHER_HEADERS = (HEADER_PUBLISHER, HEADER_SIGNATURE)
 
 # How often step 1 looks again while a partition's consent state is being restored.
@@ -155,8 +153,8 @@ class Decided(Generic[M]):
     # The changed consent states, as (the subject's partition, customer id, the state as
     # changelog JSON, the state).
     writes: list[tuple[int, str, bytes, ConsentState]]
-    # Events to forward to their customer's partition: (item, partition).
-    forwards: list[tuple[Item, int]] = field(default_factory=list)
+    # Events to forward to their customer's partition: (item, partition, message index).
+    forwards: list[tuple[Item, int, int]] = field(default_factory=list)
     # The source of each message (by index): read from the input or forwarded to us.
     sources: list[Source] = field(default_factory=list)
 
@@ -236,7 +234,12 @@ class BatchProtocol(Generic[M]):
         # Step 7. Acknowledge the partitions whose generation is unchanged.
         done = self.acknowledge(batch, generations)
 
-        self.stats["processed"] += len(done)
+        # "processed": events decided (or dead-lettered) here; an event forwarded to its
+        # customer's partition counts there, when decided.
+        forwarded = {id(batch.messages[i]) for _, _, i in batch.forwards}
+        moved = sum(1 for m in done if id(m) in forwarded)
+        self.stats["processed"] += len(done) - moved
+        self.stats["forwarded"] = self.stats.get("forwarded", 0) + moved
         self.stats["subjects"] = self.consent.size()
         metrics.EVENTS_DONE.inc(len(done))
         metrics.BATCH_SIZE.observe(len(done))
@@ -281,12 +284,12 @@ class BatchProtocol(Generic[M]):
         started = loop.time()
         overlay = Overlay(self.consent.get)
         outcomes = []
-        forwards: list[tuple[Item, int]] = []
+        forwards: list[tuple[Item, int, int]] = []
         sources = [self.source(m) for m in messages]
         for i, m in enumerate(messages):
             overlay.index = i
             overlay.partition = m.partition
-            outcomes.append(self.decide_one(m, sources[i], overlay, forwards))
+            outcomes.append(self.decide_one(m, sources[i], overlay, forwards, i))
         writes = [
             (messages[i].partition, customer_id, orjson.dumps(state.to_dict()), state)
             for customer_id, (state, i) in overlay.changes.items()
@@ -295,7 +298,12 @@ class BatchProtocol(Generic[M]):
         return Decided(messages, outcomes, writes, forwards, sources)
 
     def decide_one(
-        self, m: M, source: Source, overlay: Overlay, forwards: list[tuple[Item, int]]
+        self,
+        m: M,
+        source: Source,
+        overlay: Overlay,
+        forwards: list[tuple[Item, int, int]],
+        index: int,
     ) -> EventResult:
         """One event of step 3: admitted, then decided here or set aside for forwarding.
         (The pipeline never raises: a crash is dead-lettered inside it.)"""
@@ -336,7 +344,7 @@ class BatchProtocol(Generic[M]):
                         m.topic, m.partition, m.offset
                     )
                 )
-            forwards.append((self.forward_item(m, value, headers, got), home))
+            forwards.append((self.forward_item(m, value, headers, got), home, index))
             return EventResult(event=got.event)
         return self.pipeline.decide(got, overlay, seen=self.consent.seen(m.partition))
 
@@ -382,7 +390,7 @@ class BatchProtocol(Generic[M]):
                         self.disclosure_topic,
                         request.subject_refs[0].encode(),
                         value,
-                        [(HEADER_KIND, b"erasure_request"), (HEADER_MAC, mac(value))],
+                        [(HEADER_KIND, ERASURE_REQUEST_KIND), (HEADER_MAC, mac(value))],
                     )
                 )
         items += [
@@ -401,8 +409,8 @@ class BatchProtocol(Generic[M]):
             metrics.FORWARDED.inc(len(batch.forwards))
             with _phase("forward"):
                 await self.sender.send(
-                    [item for item, _ in batch.forwards],
-                    [p for _, p in batch.forwards],
+                    [item for item, _, _ in batch.forwards],
+                    [p for _, p, _ in batch.forwards],
                     what="events forwarded to their customer's partition",
                 )
 

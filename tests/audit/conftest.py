@@ -33,10 +33,10 @@ def deployment(broker: EmbeddedBroker, topic_prefix: str, tmp_path: Path) -> Ite
 
     env = Env.create(tmp_path, broker.bootstrap, topic_prefix)
     with Worker(env) as w:
-        from gateway.sdk.publisher import Publisher
-
         lines = [orjson.dumps(e) for e in scenario()]
-        with Publisher(env.settings.bootstrap_servers, env.settings.input_topic) as pub:
+        # Signed as each event type's demo publisher signs it: unsigned events are
+        # dead-lettered, and the audit would expect exactly that.
+        with env.publisher() as pub:
             pub.publish_many(enumerate(lines, 1))
         w.wait_processed(len(lines))
         yield env

@@ -1,5 +1,7 @@
-"""``gateway audit reconcile`` against the embedded broker: a clean deployment passes, a
-forged agent message is a gap, an unreachable broker is an error (exit 2)."""
+"""``gateway audit reconcile`` against the embedded broker: a clean deployment passes (also
+with events the workers had to route to their customer's partition), a forged agent
+message and a record without the workers' MAC are failures, an unreachable broker is an
+error (exit 2)."""
 
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ def test_cli_reports_no_gaps_then_finds_a_forged_message(deployment: object) -> 
     data = orjson.loads(res.output)
     assert data["ok"] and data["summary"]["pending"] == 0
     assert data["counts"]["expected_messages"] == data["counts"]["agent_messages"] > 0
+    assert data["counts"]["records_checked"] == data["counts"]["expected_records"] > 0
 
     settings = env.settings  # type: ignore[attr-defined]
     p = KafkaProducer(bootstrap_servers=[settings.bootstrap_servers], **PRODUCER_DEFAULTS)
@@ -58,3 +61,64 @@ def test_cli_names_an_unreachable_broker(tmp_path: Path, core: Core) -> None:
     )
     assert res.exit_code == 2, res.output
     assert "error:" in res.output
+
+
+@pytest.mark.broker
+def test_cli_accepts_routed_events_and_fails_on_a_record_without_the_workers_mac(
+    deployment: object,
+) -> None:
+    from kafka import KafkaProducer
+
+    from gateway.dev.samples import scenario
+    from gateway.routing import subject_partition
+    from gateway.sdk.publisher import PRODUCER_DEFAULTS
+
+    env = deployment
+    settings = env.settings  # type: ignore[attr-defined]
+    p = KafkaProducer(bootstrap_servers=[settings.bootstrap_servers], **PRODUCER_DEFAULTS)
+    # The same customers' events again, under new ids, each on a partition other than
+    # its customer's: every one is forwarded and decided on the subject partition.
+    events = [dict(e, event_id=e["event_id"] + "-r") for e in scenario()]
+    for e in events:
+        raw = orjson.dumps(e)
+        home = subject_partition(e["subject"]["customer_id"], settings.partitions)
+        p.send(
+            settings.input_topic,
+            value=raw,
+            key=b"not-the-customer",
+            partition=(home + 1) % settings.partitions,
+            headers=env.signed_headers(raw),  # type: ignore[attr-defined]
+        )
+    p.flush()
+    runner = CliRunner()
+    res = runner.invoke(audit, ["reconcile", "--format", "json", "--wait", "60"], env=_cli_env(env))
+    assert res.exit_code == 0, res.output
+    data = orjson.loads(res.output)
+    assert data["ok"] and data["summary"]["pending"] == 0, data
+    assert data["counts"]["events"] == 2 * len(events)
+
+    # A record written straight to the disclosure topic (a copy of a real one, edited):
+    # no workers' MAC, so the audit fails whatever the record says.
+    from gateway.records import DecisionRecord
+
+    rec = next(
+        r
+        for _, v, _ in env.topic(settings.disclosure_topic)  # type: ignore[attr-defined]
+        if v
+        and b"erasure_request" not in v
+        and (r := DecisionRecord.from_json(v)).outcome == "withheld"
+    )
+    forged = rec.model_copy(update={"outcome": "disclosed", "reason": None})
+    p.send(settings.disclosure_topic, key=rec.subject_ref.encode(), value=forged.to_json())
+    p.flush()
+    p.close()
+    res = runner.invoke(audit, ["reconcile"], env=_cli_env(env))
+    assert res.exit_code == 1, res.output
+    assert "GAP bad_mac: 1" in res.output and "GAPS FOUND" in res.output
+
+
+def test_cli_takes_the_pending_deadline_and_timeouts_as_options() -> None:
+    res = CliRunner().invoke(audit, ["reconcile", "--help"])
+    assert res.exit_code == 0
+    for option in ("--pending-deadline", "--read-timeout", "--connect-timeout", "--wait"):
+        assert option in res.output

@@ -1,58 +1,58 @@
-"""The replay: what each input must have caused, decided by the pipeline the worker runs."""
+"""The admission: each input taken as the worker takes it (the publisher's signature over
+the exact bytes included), and the admitted events grouped per customer whatever partition
+they were published on."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import orjson
-import pytest
 
 from gateway.audit import TopicMessage, expect
-from gateway.runtime import Core
+from gateway.audit.expectation import Histories
+from gateway.runtime import Core, demo_signers
 
 
-def test_an_event_the_pipeline_crashes_on_is_expected_as_an_internal_error_dead_letter(
-    core: Core, sample: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The worker dead-letters an event whose processing raises, with the reason
-    # "internal_error"; the replay must expect exactly that dead letter.
-    def crash(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("a bug in the core")
-
-    monkeypatch.setattr(core.pipeline.engine, "decide", crash)
-    raw = orjson.dumps(sample["order.placed"])
-    (exp,) = expect(core.pipeline, [TopicMessage("in.events", 0, 0, b"C-1", raw)])
-    assert exp.event_id is None and not exp.records
-    assert exp.dead_letter == "internal_error"
+def signed(core: Core, raw: bytes) -> tuple[tuple[str, bytes], ...]:
+    etype = orjson.loads(raw)["event_type"]
+    return tuple(demo_signers(core.settings, core.policy)[etype].headers(raw))
 
 
-def test_each_partition_is_replayed_in_offset_order_against_its_own_consent(
+def test_unsigned_and_forged_inputs_are_expected_as_dead_letters(
     core: Core, sample: dict[str, dict[str, Any]]
 ) -> None:
-    # An opt-out on partition 1 does not reach an event on partition 0, as in the worker,
-    # which keeps consent state per input partition; within a partition, offset order
-    # (not the order given) decides.
+    raw = orjson.dumps(sample["order.placed"])
+    other = orjson.dumps({**sample["order.placed"], "event_id": "evt-other-0001"})
+    good, unsigned, forged = expect(
+        core.pipeline,
+        [
+            TopicMessage("in", 0, 0, b"k", raw, signed(core, raw)),
+            TopicMessage("in", 0, 1, b"k", raw, ()),
+            # another event's signature on these bytes
+            TopicMessage("in", 0, 2, b"k", raw, signed(core, other)),
+        ],
+    )
+    assert good.event is not None and good.event_id == sample["order.placed"]["event_id"]
+    assert (unsigned.event, unsigned.dead_letter) == (None, "unsigned")
+    assert (forged.event, forged.dead_letter) == (None, "bad_signature")
+
+
+def test_events_are_grouped_per_customer_whatever_their_partition(
+    core: Core, sample: dict[str, dict[str, Any]]
+) -> None:
     optout = dict(sample["consent.changed"], data={"marketing": "opt_out"})
     profile = sample["customer.updated"]
-    cid = profile["subject"]["customer_id"]
     optout["subject"] = dict(profile["subject"])
-    raw_out, raw_profile = orjson.dumps(optout), orjson.dumps(profile)
-
-    def email_outcome(inputs: list[TopicMessage]) -> str:
-        got = [e for e in expect(core.pipeline, inputs) if e.event_id == profile["event_id"]]
-        (outcome,) = {d.outcome for d in got[0].records.values() if d.agent == "email"}
-        return outcome
-
-    k = cid.encode()
-    alone = email_outcome([TopicMessage("in", 0, 5, k, raw_profile)])
-    other_partition = email_outcome(
-        [TopicMessage("in", 1, 0, k, raw_out), TopicMessage("in", 0, 5, k, raw_profile)]
-    )
-    same_partition_later = email_outcome(
-        [TopicMessage("in", 0, 9, k, raw_out), TopicMessage("in", 0, 5, k, raw_profile)]
-    )
-    same_partition_before = email_outcome(
-        [TopicMessage("in", 0, 5, k, raw_profile), TopicMessage("in", 0, 1, k, raw_out)]
-    )
-    assert alone == other_partition == same_partition_later == "disclosed"
-    assert same_partition_before == "withheld"
+    raws = [orjson.dumps(optout), orjson.dumps(profile), orjson.dumps(profile)]
+    inputs = [
+        TopicMessage("in", p, o, None, r, signed(core, r))
+        for (p, o), r in zip([(1, 0), (0, 5), (2, 3)], raws, strict=True)
+    ]
+    hists = Histories.of(expect(core.pipeline, inputs))
+    (hist,) = hists.by_customer.values()
+    assert hist.customer_id == profile["subject"]["customer_id"]
+    assert len(hist.events) == 2  # the republished profile update is one event
+    (change,) = [c for pairs in hist.changes.values() for c, _ in pairs]
+    assert change.registers == (("marketing", "opt_out"),)
+    copy = hists.copy(next(fp for fp, c in hist.events.items() if len(c.inputs) == 2))
+    assert copy is not None and copy.partitions == {0, 2}

@@ -18,7 +18,7 @@ import orjson
 
 from gateway.consent import ConsentState
 from gateway.dev.broker import free_port
-from gateway.kafka.read import read_topic
+from gateway.kafka.read import read_decision_records, read_topic
 from gateway.pipeline import EventResult
 from gateway.policy import Policy, load_policy
 from gateway.records import DecisionRecord
@@ -94,12 +94,9 @@ class Env:
         return [self.core.pipeline.process(raw, states, verify=False) for raw in lines]
 
     def records(self) -> list[DecisionRecord]:
-        return [
-            DecisionRecord.from_json(v)
-            for _, v, _ in read_topic(
-                self.settings.bootstrap_servers, self.settings.disclosure_topic, quiet=READ_QUIET
-            )
-        ]
+        return read_decision_records(
+            self.settings.bootstrap_servers, self.settings.disclosure_topic, quiet=READ_QUIET
+        )
 
     def topic(self, name: str) -> list[tuple[str, bytes, bytes | None]]:
         return read_topic(self.settings.bootstrap_servers, name, quiet=READ_QUIET)

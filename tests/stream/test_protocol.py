@@ -15,6 +15,7 @@ import pytest
 
 from gateway.consent import ConsentState
 from gateway.dev.samples import scenario
+from gateway.erasure import is_erasure_request
 from gateway.integrity import WorkerMac
 from gateway.publishers import PublisherSigner
 from gateway.records import DecisionRecord
@@ -23,7 +24,7 @@ from gateway.runtime import Core, demo_signers
 from gateway.settings import Settings
 from gateway.stream import metrics
 from gateway.stream.consent_store import OFFSET_KEY, ConsentStore, Restored
-from gateway.stream.protocol import HEADER_KIND, BatchProtocol, Item
+from gateway.stream.protocol import BatchProtocol, Item
 from gateway.stream.sender import send_acknowledged
 from tests.stream.faulty_worker import faulty_protocol
 
@@ -220,7 +221,7 @@ class Harness:
         return [
             DecisionRecord.from_json(s.value)
             for s in self.broker.acked
-            if s.topic == DISCLOSURES and dict(s.headers or ()).get(HEADER_KIND) is None
+            if s.topic == DISCLOSURES and not is_erasure_request(s.headers)
         ]
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.dev.samples import random_events, scenario
 from gateway.events import safe_field_name
-from gateway.keys import demo_agent_private_key
+from gateway.keys import demo_agent_private_key, demo_publisher_keys_dir
 from gateway.runtime import demo_signers
 from gateway.sdk.publisher import PRODUCER_DEFAULTS
 from gateway.sdk.reader import AgentReader, Received
@@ -248,8 +248,12 @@ def test_confluent_kafka_publishes_and_reads_an_agent_topic(env: Env) -> None:
             {"bootstrap.servers": env.settings.bootstrap_servers, "enable.idempotence": False}
         )
         for e in scenario()[:6]:
+            value = orjson.dumps(e)
             producer.produce(
-                env.settings.input_topic, key=e["subject"]["customer_id"], value=orjson.dumps(e)
+                env.settings.input_topic,
+                key=e["subject"]["customer_id"],
+                value=value,
+                headers=env.signed_headers(value),
             )
         assert producer.flush(30) == 0
         del producer  # librdkafka would keep reconnecting after the session's broker stops
@@ -302,7 +306,8 @@ def test_publish_and_consume_commands(env: Env, tmp_path: Path) -> None:
         )
 
     with Worker(env) as w:
-        r = gw("publish", str(events))
+        publisher_keys = str(demo_publisher_keys_dir(env.settings.keys_dir))
+        r = gw("publish", str(events), "--publisher-keys", publisher_keys)
         assert r.returncode == 1, r.stdout + r.stderr  # one line was refused
         assert "6 event(s) sent" in r.stdout
         assert "line 7 (schema)" in r.stdout

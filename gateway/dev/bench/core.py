@@ -46,15 +46,15 @@ def measure(core: Core, raws: Sequence[bytes], *, rounds: int = 3) -> dict[str, 
     process_all()  # warm: plans compiled, caches filled, data keys made
 
     # Capture every stage's arguments in one untimed pass.
-    decide_args: list[tuple[Any, ...]] = []
+    decide_args: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
     seal_args: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = []
     records: list[DecisionRecord] = []
     real_decide = engine.decide
     real_seals = {name: s.seal for name, s in pipeline.sealers.items()}
 
-    def capture_decide(*args: Any) -> Any:
-        decide_args.append(args)
-        return real_decide(*args)
+    def capture_decide(*args: Any, **kwargs: Any) -> Any:
+        decide_args.append((args, kwargs))
+        return real_decide(*args, **kwargs)
 
     def capturing_seal(name: str) -> Callable[..., Any]:
         def seal(*args: Any, **kwargs: Any) -> Any:
@@ -64,7 +64,7 @@ def measure(core: Core, raws: Sequence[bytes], *, rounds: int = 3) -> dict[str, 
         return seal
 
     # Instrumentation: the core phase wraps the real methods to time each stage.
-    engine.decide = capture_decide  # type: ignore[method-assign,assignment]
+    engine.decide = capture_decide  # type: ignore[method-assign]
     for name, sealer in pipeline.sealers.items():
         sealer.seal = capturing_seal(name)  # type: ignore[method-assign]
     try:
@@ -84,8 +84,8 @@ def measure(core: Core, raws: Sequence[bytes], *, rounds: int = 3) -> dict[str, 
             parse_event(raw)
 
     def decide_all() -> None:
-        for args in decide_args:
-            real_decide(*args)
+        for args, kwargs in decide_args:
+            real_decide(*args, **kwargs)
 
     def seal_all() -> None:
         for fn, args, kwargs in seal_args:

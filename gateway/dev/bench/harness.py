@@ -30,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,10 +55,14 @@ from gateway.dev.bench.latency import measure as measure_latency
 from gateway.dev.bench.verify import expected, verify
 from gateway.dev.broker import EmbeddedBroker, free_port
 from gateway.dev.samples import random_events
+from gateway.events import parse_event
 from gateway.kafka.admin import ensure_topics
 from gateway.stream.consent_store import changelog_topic
 
 INPUT = "bench.events"
+# The same events, each published to another partition than its customer's (as a client
+# with another partitioner would): every one takes the gateway's re-routing hop.
+INPUT_REROUTED = "bench.events.rerouted"
 
 
 @dataclass
@@ -84,6 +88,7 @@ class Options:
     skip_million: bool = False
     core_events: int = 20_000
     diagnostics: bool = True  # faust's own per-event cost (faust-noop), bare-batch
+    rerouted: bool = True  # the throughput run again, every event re-routed (routing cost)
     phases: tuple[str, ...] = (
         "core",
         "broker",
@@ -233,6 +238,7 @@ class Bench:
         pad: int = 0,
         seed: int | None = None,
         customers: int | None = None,
+        misroute: bool = False,
     ) -> dict[str, Any]:
         ensure_topics(self.ws.bootstrap, {topic: partitions})
         t = time.monotonic()
@@ -248,6 +254,8 @@ class Bench:
                         pad=pad,
                     )
                 ),
+                sign=self.ws.sign,
+                misroute=misroute,
             )
         )
         self.log(
@@ -327,6 +335,21 @@ class Bench:
             + ", ".join(f"{k} {v:.0f} µs" for k, v in us.items())
         )
         g = r["gateway"]["events_per_s"]
+        if o.rerouted:
+            self.log("  gateway worker, every event on another partition than its customer's ...")
+            self.results["input_rerouted"] = self._fill(
+                INPUT_REROUTED, o.events, partitions=o.partitions, misroute=True
+            )
+            dep = self.ws.deployment(
+                "rerouted", input_topic=INPUT_REROUTED, partitions=o.partitions
+            )
+            r["gateway_rerouted"] = self._gateway(dep, o.events, log_name="worker-rerouted")
+            r["rerouting_cost"] = 1 - r["gateway_rerouted"]["events_per_s"] / g if g else 0.0
+            self.log(
+                f"    {r['gateway_rerouted']['events_per_s']:.0f} events/s "
+                f"({100 * r['rerouting_cost']:.0f} % fewer than with every event on its"
+                " customer's partition)"
+            )
         r["ratio_vs_bare"] = g / r["bare"]["events_per_s"]
         r["ratio_vs_faust_per_event"] = g / r["faust_per_event"]["events_per_s"]
         self.results["throughput"] = r
@@ -368,13 +391,21 @@ class Bench:
             w.wait_up()
             # Warm up: group joined, state restored, first batches done.
             warm = list(event_items(random_events(100, seed=o.seed + 999, customers=o.customers)))
-            asyncio.run(fill_topic(self.ws.bootstrap, topic, iter(warm)))
+            asyncio.run(fill_topic(self.ws.bootstrap, topic, iter(warm), sign=self.ws.sign))
             w.track(len(warm), 120)
             cpu0, broker0 = w.cpu_seconds(), proc_cpu_seconds(self.embedded.pid)
             before = w.metrics()
             t0 = time.monotonic()
             got = asyncio.run(
-                measure_latency(self.ws.bootstrap, topic, dep.agent_topics(), events, rate)
+                measure_latency(
+                    self.ws.bootstrap,
+                    topic,
+                    dep.agent_topics(),
+                    events,
+                    rate,
+                    sign=self.ws.sign,
+                    refs=agent_refs(dep, [v for _, v in events]),
+                )
             )
             span = time.monotonic() - t0
             got["batches"] = _batch_phases(before, w.metrics())
@@ -516,7 +547,7 @@ class Bench:
         timeline: list[str] = []
         filler = threading.Thread(
             target=lambda: asyncio.run(
-                fill_topic(self.ws.bootstrap, topic, iter(items), rate=rate)
+                fill_topic(self.ws.bootstrap, topic, iter(items), rate=rate, sign=self.ws.sign)
             ),
             daemon=True,
         )
@@ -607,6 +638,7 @@ class Bench:
                         event_items(
                             random_events(total, seed=o.seed + 2000, customers=o.rss_customers)
                         ),
+                        sign=self.ws.sign,
                     )
                 )
             except BaseException as e:  # reported below, not lost in the thread
@@ -711,6 +743,18 @@ def _wait_settled(workers: list[GatewayWorker], partitions: int, timeout: float)
         if time.monotonic() > deadline:
             raise RuntimeError(f"the group did not settle: {held}")
         time.sleep(0.25)
+
+
+def agent_refs(dep: Deployment, values: Sequence[bytes]) -> dict[str, str]:
+    """Every agent's reference for each event -> the event's id: how the latency probe
+    finds an event's agent messages."""
+    pipeline = dep.core.pipeline
+    out: dict[str, str] = {}
+    for v in values:
+        event = parse_event(v)
+        for agent in dep.policy.agents:
+            out[pipeline.agent_ref(agent, event.event_fp)] = event.event_id
+    return out
 
 
 def _batch_phases(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:

@@ -30,7 +30,8 @@ from gateway.dev.broker import free_port
 from gateway.kafka.admin import ensure_topics
 from gateway.kafka.clients import AIOKAFKA_PRODUCER_DEFAULTS
 from gateway.policy import Policy, load_policy
-from gateway.runtime import Core, build_core, ensure_demo_keys
+from gateway.publishers import PublisherSigner
+from gateway.runtime import Core, build_core, demo_signers, ensure_demo_keys
 from gateway.settings import Settings
 from gateway.stream.worker import required_topics
 
@@ -130,6 +131,20 @@ class Workspace:
     def keys_dir(self) -> Path:
         return self.root / "keys"
 
+    @cached_property
+    def _signers(self) -> dict[str, PublisherSigner]:
+        # The demo publishers' keys of this run's key store (made once, like the agents').
+        settings = Settings(policy_path=DEFAULT_POLICY, keys_dir=self.keys_dir)
+        policy = load_policy(settings.policy_path)
+        ensure_demo_keys(settings, policy)
+        return demo_signers(settings, policy)
+
+    def sign(self, value: bytes) -> list[tuple[str, bytes]]:
+        """The headers the demo publisher of ``value``'s event type signs it with: the
+        bench publishes as the real publishers do, so the gateway's signature check is
+        part of what is measured."""
+        return self._signers[orjson.loads(value)["event_type"]].headers(value)
+
     def deployment(
         self,
         name: str,
@@ -151,6 +166,7 @@ class Workspace:
             input_topic=input_topic,
             disclosure_topic=f"{prefix}.disclosures",
             dead_letter_topic=f"{prefix}.dead",
+            subjects_topic=f"{prefix}.subjects",
             app_id=f"{prefix}-gw",
             partitions=partitions,
             web_port=free_port(),
@@ -342,11 +358,15 @@ async def fill_topic(
     *,
     chunk: int = 20_000,
     rate: float | None = None,
+    sign: Callable[[bytes], list[tuple[str, bytes]]] | None = None,
+    misroute: bool = False,
 ) -> tuple[int, int]:
     """Publish (key, value) pairs as fast as the client allows (or at ``rate`` per
     second): hand-built batches per partition, partitioned like every other Kafka client
-    (murmur2 of the key), so each customer's events land on one partition in order.
-    Returns (count, bytes)."""
+    (murmur2 of the key), so each customer's events land on one partition in order --
+    or, with ``misroute``, on the next partition, as a client with another partitioner
+    would (every event then takes the gateway's re-routing hop). ``sign`` gives each
+    value's publisher headers. Returns (count, bytes)."""
     # Large batches: a bulk load, and few record batches per partition -- Tansu scans
     # them on every fetch (see Settings.fetch_max_wait_ms).
     producer = AIOKafkaProducer(
@@ -375,13 +395,16 @@ async def fill_topic(
 
         for key, value in items:
             p = partitioner(key, parts, parts)
+            if misroute:
+                p = parts[(parts.index(p) + 1) % len(parts)]
+            headers = sign(value) if sign is not None else None
             b = batches.get(p)
             if b is None:
                 b = batches[p] = producer.create_batch()
-            if b.append(key=key, value=value, timestamp=None) is None:
+            if b.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 await flush(p)
                 b = batches[p] = producer.create_batch()
-                b.append(key=key, value=value, timestamp=None)
+                b.append(key=key, value=value, timestamp=None, headers=headers)
             count += 1
             size += len(value)
             if rate is not None and count % chunk == 0:

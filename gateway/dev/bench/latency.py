@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -25,16 +25,17 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from gateway.kafka.clients import AIOKAFKA_PRODUCER_DEFAULTS
 
-_EVENT_ID = b'"event_id":"'
+_REF = b'"ref":"'
 
 
-def _event_id(message: bytes) -> str | None:
-    """The event id from a sealed message's canonical header (the first "event_id" in
-    it), without parsing the whole message: the probe must stay light beside the worker."""
-    i = message.find(_EVENT_ID)
+def _ref(message: bytes) -> str | None:
+    """The agent's reference for the event from a sealed message's canonical header (the
+    first "ref" in it), without parsing the whole message: the probe must stay light
+    beside the worker."""
+    i = message.find(_REF)
     if i < 0:
         return None
-    i += len(_EVENT_ID)
+    i += len(_REF)
     j = message.find(b'"', i)
     return message[i:j].decode() if j > i else None
 
@@ -61,10 +62,17 @@ async def measure(
     rate: float,
     *,
     quiet: float = 3.0,
+    sign: Callable[[bytes], list[tuple[str, bytes]]] | None = None,
+    refs: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Publish ``events`` ((key, value) pairs) at ``rate`` per second and time every agent
-    message they cause. Returns percentiles in milliseconds and counts."""
+    message they cause, found by the agents' references for the events (``refs``: ref ->
+    event id; agents never see the publisher's event id). ``sign`` gives each event's
+    publisher headers (made before the clock starts: the publisher's signing is not the
+    gateway's latency). Returns
+    percentiles in milliseconds and counts."""
     ids = [orjson.loads(v)["event_id"] for _, v in events]
+    headers = [sign(v) if sign is not None else None for _, v in events]
     sent_mono: dict[str, float] = {}
     sent_wall: dict[str, float] = {}
     to_topic: list[float] = []
@@ -100,7 +108,8 @@ async def measure(
                 now_mono = time.monotonic()
                 for records in batch.values():
                     for r in records:
-                        eid = _event_id(r.value)
+                        ref = _ref(r.value)
+                        eid = (refs or {}).get(ref) if ref is not None else None
                         t0 = sent_mono.get(eid) if eid is not None else None
                         if t0 is None or eid is None:
                             continue
@@ -110,14 +119,14 @@ async def measure(
 
         async def publish() -> None:
             start = time.monotonic()
-            for i, ((key, value), eid) in enumerate(zip(events, ids, strict=True)):
+            for i, ((key, value), eid, hdrs) in enumerate(zip(events, ids, headers, strict=True)):
                 due = start + i / rate
                 wait = due - time.monotonic()
                 if wait > 0.001:
                     await asyncio.sleep(wait)
                 sent_wall[eid] = time.time()
                 sent_mono[eid] = time.monotonic()
-                await producer.send(input_topic, value, key=key)
+                await producer.send(input_topic, value, key=key, headers=hdrs)
             await producer.flush()
             last_seen[0] = time.monotonic()
             done.set()

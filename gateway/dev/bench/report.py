@@ -153,6 +153,7 @@ def render(r: dict[str, Any], console: Console) -> None:
             ("faust noack_take, no work (context)", t.get("faust_noop")),
             ("per-event faust agent", t["faust_per_event"]),
             ("gateway worker", t["gateway"]),
+            ("gateway worker, every event re-routed", t.get("gateway_rerouted")),
         ]
         console.print(
             _table(
