@@ -52,6 +52,12 @@ def run_cmd(role: Role, loglevel: str, policy: Path | None, keys_dir: Path | Non
             security=kafka_python_security(settings),
             report=lambda message: click.echo(f"gateway run: {message}", err=True),
         )
+        base = f"http://{settings.web_host}:{settings.web_port}"
+        click.echo(
+            f"gateway run: the broker at {settings.bootstrap_servers} answers; starting the"
+            f" {role} worker (live: {base}/health/live, ready: {base}/health/ready)",
+            err=True,
+        )
     run(settings, role, loglevel)
 
 
