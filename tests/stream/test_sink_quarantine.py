@@ -11,6 +11,7 @@ import os
 import re
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 import orjson
 import pytest
@@ -24,6 +25,7 @@ from gateway.ledger import open_store, verify_log
 from gateway.records import DecisionRecord
 from gateway.sdk.publisher import PRODUCER_DEFAULTS
 from gateway.stream.protocol import HEADER_KIND
+from tests.ledger.data import database
 from tests.stream.helpers import Env, Worker, wait_for
 
 pytestmark = pytest.mark.broker
@@ -181,31 +183,45 @@ def test_poison_and_forged_records_are_quarantined_and_the_sink_carries_on(env: 
 
 
 @pytest.mark.slow
-def test_forged_records_are_never_logged(env: Env) -> None:
+@pytest.mark.parametrize(
+    "backend", [pytest.param("sqlite"), pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_forged_records_are_never_logged(env: Env, backend: str, tmp_path: Path) -> None:
     """Issue 12: a record written straight to the disclosure topic -- a `withheld` record
-    planted under a record id, or one with a MAC under another key -- is not logged."""
-    lines = [orjson.dumps(e) for e in scenario()][:12]
-    good = [r for out in env.expected(lines) for r in out.records]
-    mac = WorkerMac(env.core.worker_key)
-    planted = good[0].model_copy(
-        update={"record_id": "planted-1", "outcome": "withheld", "reason": "planted"}
-    )
-    forged = good[1].model_copy(update={"record_id": "forged-2"}).to_json()
-    items: list[tuple[int, bytes, bytes, list[tuple[str, bytes]]]] = [
-        (0, b"ref", planted.to_json(), []),
-        (1, b"ref", forged, [(HEADER_MAC, WorkerMac(os.urandom(32)).record(forged))]),
-    ]
-    items += [
-        (i % 3, b"ref", r.to_json(), [(HEADER_MAC, mac.record(r.to_json()))])
-        for i, r in enumerate(good)
-    ]
-    produce(env, items)
-    url = env.settings.ledger_url
-    with Worker(env, role="ledger") as w:
-        wait_for(lambda: (w.health() or {}).get("ledger_seen", 0) >= len(items), 60, "the sink")
-        with open_store(url, create=False) as store:
-            assert store.get("planted-1") is None and store.get("forged-2") is None
-            assert store.count() == len(good)
-            assert verify_log(store, env.core.verify_key).ok
-        r = CliRunner().invoke(main, ["log", "quarantine", "--db", url, "--format", "json"])
-        assert orjson.loads(r.output)["counts"] == {"unsigned": 1, "bad_mac": 1}
+    planted under a record id, or one with a MAC under another key -- is not logged; and a
+    poison record among them is isolated (on each store back end)."""
+    with database(backend, tmp_path) as url:
+        env = Env(
+            env.settings.model_copy(update={"ledger_url": url}), env.policy, env.core, env.dir
+        )
+        lines = [orjson.dumps(e) for e in scenario()][:12]
+        good = [r for out in env.expected(lines) for r in out.records]
+        mac = WorkerMac(env.core.worker_key)
+        planted = good[0].model_copy(
+            update={"record_id": "planted-1", "outcome": "withheld", "reason": "planted"}
+        )
+        forged = good[1].model_copy(update={"record_id": "forged-2"}).to_json()
+        poison = with_time(good[2], POISONS[1], "poison-3")
+        items: list[tuple[int, bytes, bytes, list[tuple[str, bytes]]]] = [
+            (0, b"ref", planted.to_json(), []),
+            (1, b"ref", forged, [(HEADER_MAC, WorkerMac(os.urandom(32)).record(forged))]),
+        ]
+        items += [
+            (i % 3, b"ref", r.to_json(), [(HEADER_MAC, mac.record(r.to_json()))])
+            for i, r in enumerate(good)
+        ]
+        items.insert(5, (2, b"ref", poison, [(HEADER_MAC, mac.record(poison))]))
+        produce(env, items)
+        with Worker(env, role="ledger") as w:
+            wait_for(lambda: (w.health() or {}).get("ledger_seen", 0) >= len(items), 60, "the sink")
+            with open_store(url, create=False) as store:
+                assert store.get("planted-1") is None and store.get("forged-2") is None
+                assert store.get("poison-3") is None
+                assert store.count() == len(good)
+                assert verify_log(store, env.core.verify_key).ok
+            r = CliRunner().invoke(main, ["log", "quarantine", "--db", url, "--format", "json"])
+            assert orjson.loads(r.output)["counts"] == {
+                "unsigned": 1,
+                "bad_mac": 1,
+                "unstorable": 1,
+            }
