@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
+from gateway.aggregates import derive_rows
 from gateway.consent import ConsentState
 from gateway.hints import Detector, detector_for
 from gateway.policy import Agent, Policy, Rule
@@ -124,6 +125,9 @@ class Decision:
     categories_transformed: list[str] = field(default_factory=list)
     categories_removed: list[str] = field(default_factory=list)
     consent: list[str] = field(default_factory=list)
+    # For an aggregate agent (outcome ``contributed``): per table, the rows the event adds
+    # (see gateway.aggregates.derive_rows); the payload is then None: nothing is sent.
+    contribution: dict[str, Any] | None = None
 
 
 # --- compiling ----------------------------------------------------------------------------
@@ -589,6 +593,10 @@ class Engine:
             return Decision(agent_name, "withheld", f"subject_type_{subject_type}_not_allowed")
         if not subject_type_verified and not set(types) >= SUBJECT_TYPES:
             return Decision(agent_name, "withheld", "subject_type_unverified")
+        if agent.aggregate is not None and state.gpc:
+            # Global Privacy Control: the browser asks not to be tracked or shared; the
+            # aggregates honour it like an objection.
+            return Decision(agent_name, "withheld", "gpc")
         consent: list[str] = []
         if agent.conditions.requires_marketing_opt_in:
             if not state.marketing_opted_in:
@@ -635,11 +643,18 @@ class Engine:
             )
         if sensitive:
             consent.extend(sorted({f"sensitive_opt_in:{g}" for g in grants.values()}))
+        contribution = None
+        if agent.aggregate is not None:
+            # The permitted view is not sent: it is what the event may add to the agent's
+            # aggregate tables (derived here, so consent and redaction come first).
+            contribution = derive_rows(agent.aggregate, event_type, payload)
+            if not contribution:
+                return Decision(agent_name, "withheld", "nothing_to_aggregate")
         return Decision(
             agent_name,
-            "disclosed",
+            "contributed" if contribution is not None else "disclosed",
             None,
-            payload,
+            None if contribution is not None else payload,
             purposes=list(purposes),
             legal_bases=list(gate.legal_bases),
             paths_sent=list(sent),
@@ -649,6 +664,7 @@ class Engine:
             categories_transformed=sorted(c_trans),
             categories_removed=sorted(c_removed),
             consent=consent,
+            contribution=contribution,
         )
 
     # --- erasure notices ---------------------------------------------------------------

@@ -51,6 +51,7 @@ from typing import Any
 
 import orjson
 
+from gateway.aggregates import Contribution
 from gateway.consent import (
     ERASURE,
     STATE_EVENTS,
@@ -157,6 +158,9 @@ class EventResult:
     dead_letter: DeadLetter | None = None
     duplicate: bool = False
     erasure_request: ErasureRequest | None = None
+    # What the event adds to aggregate-only agents' windows (see gateway.aggregates): the
+    # caller hands them to the subject partition's Aggregator of each agent.
+    contributions: list[Contribution] = field(default_factory=list)
 
 
 class DuplicateCache:
@@ -296,6 +300,12 @@ class Pipeline:
                 .encode()
             )
         return got
+
+    def aggregate_subject(self, agent: str, customer_id: str) -> str:
+        """The key an aggregate agent's windows count the subject's distinct contributions
+        by: keyed, kept inside the gateway (partials), never emitted."""
+        key = self.engine.pseudonym_keys[agent]
+        return hmac.digest(key, b"aggregate:" + customer_id.encode(), "sha256").hex()[:32]
 
     def agent_ref(self, agent: str, event_fp: str) -> str:
         """The agent's own reference for an event (24 hex characters): keyed with the
@@ -517,6 +527,16 @@ class Pipeline:
             out.records.append(rec)
             if msg is not None:
                 out.messages.append(msg)
+            if d.contribution is not None:
+                out.contributions.append(
+                    Contribution(
+                        agent,
+                        self.agent_ref(agent, event.event_fp),
+                        self.aggregate_subject(agent, event.customer_id),
+                        event.occurred_at,
+                        d.contribution,
+                    )
+                )
 
     def _emit(
         self,

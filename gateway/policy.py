@@ -151,6 +151,38 @@ class Conditions(_M):
 TimestampPrecision = Literal["day", "hour", "minute", "second"]
 
 
+K_FLOOR = 5  # the smallest threshold `policy check` accepts for an aggregate agent
+K_DEFAULT = 10
+
+
+class TableSpec(_M):
+    """One table an aggregate agent receives per window: its dimensions (one or two, from
+    the closed vocabulary in :mod:`gateway.aggregates`), its measures, and the event types
+    it counts."""
+
+    events: list[str] = Field(min_length=1)
+    dimensions: list[str] = Field(min_length=1, max_length=2)
+    measures: list[str] = Field(default_factory=lambda: ["count", "customers"], min_length=1)
+
+
+class AggregateSpec(_M):
+    """What an aggregate-only agent receives: tables per tumbling window, each cell from at
+    least ``k`` distinct customers (with complementary suppression)."""
+
+    k: int = K_DEFAULT
+    windows: list[str] = Field(min_length=1)
+    grace: str = "10m"
+    tables: dict[str, TableSpec] = Field(min_length=1)
+
+    @property
+    def measures(self) -> list[str]:
+        return sorted({m for t in self.tables.values() for m in t.measures})
+
+    @property
+    def dimensions(self) -> list[str]:
+        return sorted({d for t in self.tables.values() for d in t.dimensions})
+
+
 class Agent(_M):
     description: str
     recipient: RecipientSpec
@@ -162,6 +194,19 @@ class Agent(_M):
     # agents would be a key to join their data.
     timestamp_precision: TimestampPrecision = "day"
     purposes: dict[str, Purpose] = Field(min_length=1)
+    # ``aggregate``: the agent never receives an event, only windowed aggregate tables
+    # (``aggregate:``); its per-event decision is a contribution to them.
+    kind: Literal["events", "aggregate"] = "events"
+    aggregate: AggregateSpec | None = None
+
+    @model_validator(mode="after")
+    def _kind(self) -> Agent:
+        if (self.kind == "aggregate") != (self.aggregate is not None):
+            raise ValueError(
+                "an agent of kind aggregate needs an aggregate: block (k, windows, grace, "
+                "tables), and only such an agent may have one"
+            )
+        return self
 
     def purposes_for(self, event_type: str) -> dict[str, Purpose]:
         return {
@@ -420,6 +465,8 @@ def _check_semantics(
                     *pat,
                     "legal_basis",
                 )
+        if agent.aggregate is not None:
+            _check_aggregate(name, agent, tax, fail)
     for category in policy.retention.categories:
         if not tax.is_category(category):
             fail(
@@ -428,6 +475,124 @@ def _check_semantics(
                 "retention",
                 "categories",
                 category,
+            )
+
+
+def _check_aggregate(name: str, agent: Agent, tax: Taxonomy, fail: Any) -> None:
+    """An aggregate agent: a threshold no lower than the floor, windows and grace that
+    parse, tables over the closed vocabulary of dimensions -- never a direct identifier --
+    derivable from the events they count, from categories the agent's rules permit."""
+    from gateway.aggregates import DIMENSIONS, DIRECT_IDENTIFIERS, MEASURES, parse_window
+
+    spec = agent.aggregate
+    assert spec is not None
+    at = ("agents", name, "aggregate")
+    if spec.k < K_FLOOR:
+        fail(
+            f"agent {name}: threshold k={spec.k} is below the floor of {K_FLOOR} distinct "
+            "customers per published cell",
+            *at,
+            "k",
+        )
+    for i, w in enumerate(spec.windows):
+        try:
+            parse_window(w)
+        except ValueError as e:
+            fail(f"agent {name}: window {w!r}: {e}", *at, "windows", i)
+    try:
+        parse_window(spec.grace)
+    except ValueError as e:
+        fail(f"agent {name}: grace {spec.grace!r}: {e}", *at, "grace")
+    permitted = [
+        key
+        for p in agent.purposes.values()
+        for key, r in p.categories.items()
+        if r.action != "drop"
+    ]
+    for tname, table in spec.tables.items():
+        tat = (*at, "tables", tname)
+        if not NAME_RE.match(tname):
+            fail(
+                f"agent {name}: table name {tname!r} must be lower-case letters, digits, '_'", *tat
+            )
+        for i, ev in enumerate(table.events):
+            if ev not in agent.subscribes:
+                fail(
+                    f"agent {name}, table {tname}: event {ev!r} is not in the agent's "
+                    "subscribes list",
+                    *tat,
+                    "events",
+                    i,
+                )
+        if len(set(table.dimensions)) != len(table.dimensions):
+            fail(f"agent {name}, table {tname}: a dimension is named twice", *tat, "dimensions")
+        for i, dim in enumerate(table.dimensions):
+            if dim in DIRECT_IDENTIFIERS:
+                fail(
+                    f"agent {name}, table {tname}: {dim!r} is a direct identifier (or finer "
+                    "than a window); an aggregate is never broken down by one",
+                    *tat,
+                    "dimensions",
+                    i,
+                )
+            if dim not in DIMENSIONS:
+                fail(
+                    f"agent {name}, table {tname}: unknown dimension {dim!r} (known: "
+                    f"{', '.join(DIMENSIONS)})",
+                    *tat,
+                    "dimensions",
+                    i,
+                )
+            derivable, sources, _ = DIMENSIONS[dim]
+            missing = [ev for ev in table.events if ev not in derivable]
+            if missing:
+                fail(
+                    f"agent {name}, table {tname}: dimension {dim!r} cannot be derived from "
+                    f"{', '.join(missing)} (only from {', '.join(sorted(derivable))})",
+                    *tat,
+                    "dimensions",
+                    i,
+                )
+            for src in sources:
+                if src.startswith("user") and not any(covers(k, src) for k in permitted):
+                    fail(
+                        f"agent {name}, table {tname}: dimension {dim!r} is derived from "
+                        f"{src}, which no purpose of the agent permits",
+                        *tat,
+                        "dimensions",
+                        i,
+                    )
+        if "product_category" in table.dimensions and table.events != ["order.placed"]:
+            fail(
+                f"agent {name}, table {tname}: product_category counts order lines: the "
+                "table's events must be [order.placed]",
+                *tat,
+                "events",
+            )
+        for i, m in enumerate(table.measures):
+            if m not in MEASURES:
+                fail(
+                    f"agent {name}, table {tname}: unknown measure {m!r} (known: "
+                    f"{', '.join(MEASURES)})",
+                    *tat,
+                    "measures",
+                    i,
+                )
+            bad = [ev for ev in table.events if ev not in MEASURES[m][0]]
+            if bad:
+                fail(
+                    f"agent {name}, table {tname}: measure {m!r} does not apply to "
+                    f"{', '.join(bad)}",
+                    *tat,
+                    "measures",
+                    i,
+                )
+        if "customers" not in table.measures:
+            fail(
+                f"agent {name}, table {tname}: measures must include customers (the count "
+                "the threshold is applied to)",
+                *tat,
+                "measures",
             )
 
 

@@ -23,7 +23,7 @@ from gateway.engine import (
 )
 from gateway.errors import KeyFileError
 from gateway.keys import resolve_agent_public_key
-from gateway.policy import Policy
+from gateway.policy import AggregateSpec, Policy, TableSpec
 from gateway.taxonomy import Taxonomy, covers, default_taxonomy
 from schemas.registry import event_types, field_tree
 
@@ -232,6 +232,8 @@ def explain(
     event, the fields of the erasure notice the agent gets instead (consent plays no part
     in a notice)."""
     if event_type == ERASURE_EVENT:
+        if engine.policy.agents[agent].aggregate is not None:
+            return []  # it holds nothing about any subject: no notice (conditions say so)
         steps = engine.notice_steps(agent)
     else:
         steps = engine.full_plan(
@@ -249,6 +251,11 @@ def conditions_summary(
 ) -> list[str]:
     tax = taxonomy or default_taxonomy()
     a = policy.agents[agent]
+    if event_type == ERASURE_EVENT and a.aggregate is not None:
+        return [
+            f"{agent} receives aggregates only: it holds nothing about the subject and gets "
+            "no erasure notice; the erasure stops the subject's contributions to its windows",
+        ]
     if event_type == ERASURE_EVENT:
         return [
             f"{agent} never gets the request itself: it gets an erasure notice if it ever "
@@ -257,6 +264,13 @@ def conditions_summary(
             "subject's consent",
         ]
     lines = []
+    if a.aggregate is not None:
+        lines.append(
+            f"{agent} receives aggregates only: nothing is sent per event; the fields above "
+            "'sent' or 'transformed' are what the event may contribute to its tables "
+            "(record outcome contributed); see `policy explain --agent " + agent + "`"
+        )
+        lines.append("a subject who sent Global Privacy Control (GPC) does not contribute")
     if event_type not in a.subscribes:
         lines.append(f"{agent} does not subscribe to {event_type}: always withheld")
     lines.append("subject types: " + ", ".join(a.conditions.subject_types))
@@ -280,6 +294,34 @@ def conditions_summary(
     lines.append(
         "sensitive categories need the subject's explicit opt-in for the agent or the purpose"
     )
+    return lines
+
+
+def aggregate_summary(policy: Policy, agent: str) -> list[str]:
+    """What an aggregate-only agent receives: its tables (dimensions, measures, what a count
+    counts), windows, grace, threshold and the suppression rules. Empty for other agents."""
+    from gateway.aggregates import DIMENSIONS, MEASURES, table_unit
+
+    spec = policy.agents[agent].aggregate
+    if spec is None:
+        return []
+    lines = [
+        f"{agent} receives aggregate tables only, never an event, a customer id, a "
+        "pseudonym, a session id, an IP address or a time finer than the window",
+        f"windows: tumbling {', '.join(spec.windows)} by the events' time; late events "
+        f"within {spec.grace} of a window's end re-emit it (revision + 1), later ones are "
+        "counted as late_events, not added",
+        f"threshold: every published cell, marginal and total comes from at least "
+        f"k={spec.k} distinct customers; complementary suppression hides any cell the "
+        "published totals would reveal; a window with fewer than k customers is not sent",
+        f"measures: {', '.join(f'{m} ({MEASURES[m][1]})' for m in spec.measures)}",
+        f"dimensions: {', '.join(f'{d} ({DIMENSIONS[d][2]})' for d in spec.dimensions)}",
+    ]
+    for name, t in spec.tables.items():
+        lines.append(
+            f"table {name}: per {table_unit(t.dimensions, t.events)} of "
+            f"{', '.join(t.events)}, by {' x '.join(t.dimensions)}: {', '.join(t.measures)}"
+        )
     return lines
 
 
@@ -388,4 +430,71 @@ def diff_policies(old: Policy, new: Policy, taxonomy: Taxonomy | None = None) ->
                 )
         for ev in old_events - set(new.agents[name].subscribes):
             changes.append(Change("stopped", name, ev, "*", "subscribed", "unsubscribed"))
+        if name in old.agents:
+            changes += _aggregate_changes(
+                name, old.agents[name].aggregate, new.agents[name].aggregate
+            )
     return changes
+
+
+def _aggregate_changes(
+    name: str, old: AggregateSpec | None, new: AggregateSpec | None
+) -> list[Change]:
+    """What changes in an aggregate agent's tables: a lower threshold, a shorter window, a
+    new table, dimension or measure reveal more (finer or more figures); the reverse less.
+    Becoming an aggregate agent reveals less than events; ceasing to be one, more."""
+    if old is None and new is None:
+        return []
+    if old is None or new is None:
+        kind: ChangeKind = "less_revealing" if new is not None else "more_revealing"
+        return [
+            Change(
+                kind,
+                name,
+                "",
+                "kind",
+                "events" if old is None else "aggregate",
+                "aggregate" if new is not None else "events",
+            )
+        ]
+    from gateway.aggregates import parse_window
+
+    out: list[Change] = []
+    if new.k != old.k:
+        kind = "more_revealing" if new.k < old.k else "less_revealing"
+        out.append(Change(kind, name, "", "aggregate.k", str(old.k), str(new.k)))
+    shortest = min(parse_window(w) for w in new.windows)
+    if set(new.windows) != set(old.windows):
+        kind = (
+            "more_revealing"
+            if shortest < min(parse_window(w) for w in old.windows)
+            or set(new.windows) - set(old.windows)
+            else "less_revealing"
+        )
+        out.append(
+            Change(
+                kind, name, "", "aggregate.windows", ", ".join(old.windows), ", ".join(new.windows)
+            )
+        )
+    for t in sorted(set(old.tables) | set(new.tables)):
+        before, after = old.tables.get(t), new.tables.get(t)
+        path = f"aggregate.tables.{t}"
+        if before is None and after is not None:
+            out.append(Change("new_flow", name, ",".join(after.events), path, "", _table(after)))
+        elif after is None and before is not None:
+            out.append(Change("stopped", name, ",".join(before.events), path, _table(before), ""))
+        elif before is not None and after is not None and before != after:
+            grows = (
+                set(after.dimensions) - set(before.dimensions)
+                or set(after.measures) - set(before.measures)
+                or set(after.events) - set(before.events)
+            )
+            kind = "more_revealing" if grows else "less_revealing"
+            out.append(
+                Change(kind, name, ",".join(after.events), path, _table(before), _table(after))
+            )
+    return out
+
+
+def _table(t: TableSpec) -> str:
+    return f"by {' x '.join(t.dimensions)}: {', '.join(t.measures)}"

@@ -18,8 +18,11 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from gateway.crypto import derive_key
 
-Outcome = Literal["disclosed", "withheld", "erasure_notice"]
-SubjectType = Literal["consumer", "business"]
+# ``contributed``: the event counted towards an aggregate-only agent's tables (nothing was
+# sent for it); ``aggregated``: a window's aggregate tables sent to such an agent (its
+# subject type is ``aggregate``: many subjects, none identified).
+Outcome = Literal["disclosed", "withheld", "erasure_notice", "contributed", "aggregated"]
+SubjectType = Literal["consumer", "business", "aggregate"]
 
 
 def uuid_format(digest: bytes) -> str:

@@ -8,6 +8,15 @@ Writes, under the output directory::
                                  input, an event the subject's state makes inapplicable, or
                                  a failure of the core): line number, reason, redacted error
     summary.json                 counts per agent and outcome
+    aggregates.jsonl             each aggregate table emitted to an aggregate-only agent,
+                                 in the clear (also sealed on the agent's topic file): the
+                                 operator's own view of what left
+
+An aggregate-only agent (``kind: aggregate``) gets no message per event: each event it
+subscribes to contributes to its windows (record outcome ``contributed``), routed to its
+subject partition of ``partitions`` as the stream routes it; a window is emitted when
+every partition's latest event time passed its end (again, revision + 1, when a late
+event within grace changes it), and every window is closed at the end of the input.
 
 The subjects' states are built from the file's events, in file order. A file is trusted as
 a whole by the operator who replays it: publisher signatures (Kafka record headers) are not
@@ -27,9 +36,11 @@ from typing import BinaryIO
 
 import orjson
 
+from gateway.aggregates import AggregateSet, AggregateTable, emit
 from gateway.consent import ConsentState
 from gateway.pipeline import DuplicateCache, EventResult, Pipeline
 from gateway.records import DecisionRecord
+from gateway.routing import subject_partition
 
 
 @dataclass
@@ -40,12 +51,14 @@ class ReplaySummary:
     messages: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)
     records: list[DecisionRecord] = field(default_factory=list)
+    aggregates: list[AggregateTable] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
         return {
             "lines": self.lines,
             "events": self.events,
             "dead_letters": self.dead_letters,
+            "aggregates": len(self.aggregates),
             "messages_per_agent": dict(self.messages),
             "outcomes": [
                 {"agent": a, "outcome": o, "count": n}
@@ -61,7 +74,9 @@ def iter_lines(fh: BinaryIO) -> Iterator[tuple[int, bytes]]:
             yield n, line
 
 
-def replay(pipeline: Pipeline, events: Path, out_dir: Path) -> ReplaySummary:
+def replay(
+    pipeline: Pipeline, events: Path, out_dir: Path, *, partitions: int = 1
+) -> ReplaySummary:
     out_dir.mkdir(parents=True, exist_ok=True)
     topics_dir = out_dir / "topics"
     topics_dir.mkdir(exist_ok=True)
@@ -70,6 +85,11 @@ def replay(pipeline: Pipeline, events: Path, out_dir: Path) -> ReplaySummary:
     seen = DuplicateCache(size=1_000_000)
     by_subject: dict[str, list[DecisionRecord]] = {}
     handles: dict[str, BinaryIO] = {}
+    aggregates = AggregateSet(pipeline.policy, partitions)
+    # Every agent's topic file, even if nothing reaches it (an aggregate agent whose
+    # windows all stayed below the threshold): `agent read` then reads an empty topic.
+    for agent in pipeline.policy.agents.values():
+        handles[agent.topic] = (topics_dir / f"{agent.topic}.jsonl").open("wb")
 
     def write(out: EventResult) -> None:
         for rec in out.records:
@@ -84,11 +104,19 @@ def replay(pipeline: Pipeline, events: Path, out_dir: Path) -> ReplaySummary:
             fh.write(msg.value + b"\n")
             summary.messages[msg.agent] += 1
 
+    def emit_tables(tables: list[AggregateTable]) -> None:
+        for table in tables:
+            rec, msg = emit(pipeline, table)
+            summary.aggregates.append(table)
+            clear.write(orjson.dumps(table.body()) + b"\n")
+            write(EventResult(records=[rec], messages=[msg]))
+
     try:
         with (
             events.open("rb") as src,
             (out_dir / "records.jsonl").open("wb") as recs,
             (out_dir / "deadletter.jsonl").open("wb") as dead,
+            (out_dir / "aggregates.jsonl").open("wb") as clear,
         ):
             for lineno, raw in iter_lines(src):
                 summary.lines += 1
@@ -106,6 +134,10 @@ def replay(pipeline: Pipeline, events: Path, out_dir: Path) -> ReplaySummary:
                 if request is not None:
                     held = [r for ref in request.subject_refs for r in by_subject.get(ref, ())]
                     write(pipeline.erasure_outputs(request, held))
+                if out.event is not None and aggregates.combiners:
+                    part = subject_partition(out.event.customer_id, partitions)
+                    emit_tables(aggregates.event(part, out.event.occurred_at, out.contributions))
+            emit_tables(aggregates.close())
     finally:
         for fh in handles.values():
             fh.close()

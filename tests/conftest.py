@@ -131,3 +131,29 @@ def walk_values(obj: Any) -> list[Any]:
 
 
 Finder = Callable[[Any], list[Any]]
+
+
+def with_aggregates(
+    core: Core, events: list[dict[str, Any]], states: dict[str, ConsentState] | None = None
+) -> list[EventResult]:
+    """``events`` through the core as the replay runs them, aggregate agents included: each
+    event's result, then (as its own result) every aggregate table that became due, sealed
+    with its ``aggregated`` record; every window closed at the end."""
+    from gateway.aggregates import AggregateSet, emit
+
+    states = {} if states is None else states
+    aggregates = AggregateSet(core.policy, 1)
+    out: list[EventResult] = []
+
+    def emitted(tables: list[Any]) -> None:
+        for table in tables:
+            rec, msg = emit(core.pipeline, table)
+            out.append(EventResult(records=[rec], messages=[msg]))
+
+    for e in events:
+        result = core.pipeline.process(orjson.dumps(e), states, verify=False)
+        out.append(result)
+        if result.event is not None:
+            emitted(aggregates.event(0, result.event.occurred_at, result.contributions))
+    emitted(aggregates.close())
+    return out

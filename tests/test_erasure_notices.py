@@ -42,7 +42,8 @@ def test_an_agent_deletes_exactly_the_erased_subjects_data(
 
     stores: dict[str, AgentStore] = {}
     before: dict[str, dict[str, set[str]]] = {}
-    for agent in ("shipping", "email", "analytics", "payments"):
+    # Analytics receives aggregates only: nothing about the subject to delete, no notice.
+    for agent in ("shipping", "email", "payments"):
         store = stores[agent] = AgentStore()
         reader = readers[agent]
         for o in run.outcomes[:-1]:  # everything before the erasure, as the agent got it
@@ -55,7 +56,7 @@ def test_an_agent_deletes_exactly_the_erased_subjects_data(
         before[agent] = {s: {r.disclosure_id for r in store.about(s)} for s in store.subjects()}
 
     notified = {m.agent for m in out.messages}
-    assert notified == {"shipping", "email", "analytics", "payments"}
+    assert notified == {"shipping", "email", "payments"}
     for m in out.messages:
         store = stores[m.agent]
         notice = readers[m.agent].read(m.value)
@@ -166,6 +167,9 @@ def test_the_first_erasure_yields_a_request_and_the_replay_builds_notices(
     visit = core.pipeline.process(
         orjson.dumps(mine(sample["site.visit"], cid, 1)), states, verify=False
     )
+    shipped = core.pipeline.process(
+        orjson.dumps(mine(sample["order.shipped"], cid, 2)), states, verify=False
+    )
     out = core.pipeline.process(
         orjson.dumps(event("erasure.requested", {"request_id": "DSR-79"}, customer=cid)),
         states,
@@ -174,16 +178,19 @@ def test_the_first_erasure_yields_a_request_and_the_replay_builds_notices(
     request = out.erasure_request
     assert request is not None and (out.records, out.messages) == ([], [])
     assert request.subject_refs == [core.pipeline.subject_ref(cid)]
-    assert request.agent_subjects["analytics"] == [
-        core.pipeline.message_key("analytics", cid).decode()
+    assert request.agent_subjects["shipping"] == [
+        core.pipeline.message_key("shipping", cid).decode()
     ]
     assert cid not in request.to_json().decode()
-    notices = core.pipeline.erasure_outputs(request, visit.records)
-    assert [(r.agent, r.outcome) for r in notices.records] == [("analytics", "erasure_notice")]
-    (m,) = notices.messages
-    assert m.key == core.pipeline.message_key("analytics", cid)
+    notices = core.pipeline.erasure_outputs(request, visit.records + shipped.records)
+    # The visit only contributed to analytics' aggregates: no notice for analytics.
+    assert [r.outcome for r in visit.records] == ["contributed"]
+    assert sorted((r.agent, r.outcome) for r in notices.records) == [
+        ("email", "erasure_notice"),
+        ("shipping", "erasure_notice"),
+    ]
+    (m,) = [m for m in notices.messages if m.agent == "shipping"]
+    assert m.key == core.pipeline.message_key("shipping", cid)
     # The notice record is what a notice record was: payload digest, topic, key id.
-    (rec,) = notices.records
-    assert (
-        rec.payload_digest and rec.topic == "agent.analytics" and rec.record_id == m.disclosure_id
-    )
+    (rec,) = [r for r in notices.records if r.agent == "shipping"]
+    assert rec.payload_digest and rec.topic == "agent.shipping" and rec.record_id == m.disclosure_id

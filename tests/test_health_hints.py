@@ -107,7 +107,7 @@ def _steps(steps: tuple[Step, ...]) -> dict[str, Step]:
 def test_a_free_text_field_compiles_to_a_hint_step(policy: Policy) -> None:
     engine = offline_engine(policy)
     steps = _steps(engine.full_plan("analytics", "site.visit").steps)
-    queries = steps["data.search_queries[]"]
+    queries = steps["data.referrer"]
     assert queries.kind == HINT
     plain, alt = queries.children
     assert (plain.kind, alt.kind) == (SEND, REMOVE)
@@ -118,22 +118,24 @@ def test_a_free_text_field_compiles_to_a_hint_step(policy: Policy) -> None:
     assert items["data.items[].sku"].kind == HINT
 
 
-def test_search_queries_naming_a_lens_are_removed_for_analytics(run: Run, sample: dict) -> None:
+def test_a_referrer_naming_a_lens_is_removed_before_it_reaches_the_aggregates(
+    run: Run, sample: dict
+) -> None:
     visit = copy.deepcopy(sample["site.visit"])
     visit["data"]["search_queries"] = ["titanium frame", "progressive lenses"]
-    visit["data"]["referrer"] = "https://www.example-search.com/?q=titanium+frames"
+    visit["data"]["referrer"] = "https://www.example-search.com/?q=progressive+lenses"
     out = run.send(visit)
-    got = run.received(out, "analytics")
-    assert got is not None
-    assert "search_queries" not in got["data"]
-    assert got["data"]["referrer"].endswith("titanium+frames")
+    assert run.received(out, "analytics") is None  # aggregates only: nothing per event
     rec = run.record(out, "analytics")
-    assert "data.search_queries[]" in rec.paths_removed
+    assert rec.outcome == "contributed"
+    assert "data.referrer" in rec.paths_removed
     assert VISION_CORRECTION in rec.categories_removed
-    visit["data"]["search_queries"] = ["titanium frame"]
+    (c,) = out.contributions
+    assert c.rows["referrers"] == [(("(none)",), {})]
+    visit["data"]["referrer"] = "https://www.example-search.com/?q=titanium+frames"
     visit["event_id"] = "evt-visit-plain-0001"
-    got = run.received(run.send(visit), "analytics")
-    assert got is not None and got["data"]["search_queries"] == ["titanium frame"]
+    (c,) = run.send(visit).contributions
+    assert c.rows["referrers"] == [(("example-search.com",), {})]
 
 
 def test_explain_shows_the_health_hint_rule(policy: Policy) -> None:

@@ -46,7 +46,7 @@ def test_prescription_never_reaches_shipping_even_with_opt_in(run: Run, sample: 
 def test_prescription_reaches_nobody_without_opt_in(run: Run, sample: dict) -> None:
     out = run.send(sample["order.placed"])
     assert sample["order.placed"]["data"]["prescription"]
-    assert {m.agent for m in out.messages} == {"shipping", "payments", "email", "analytics"}
+    assert {m.agent for m in out.messages} == {"shipping", "payments", "email"}
     for m in out.messages:
         payload = run.received(out, m.agent)
         assert payload is not None
@@ -54,6 +54,12 @@ def test_prescription_reaches_nobody_without_opt_in(run: Run, sample: dict) -> N
         assert not set(walk_values(payload["data"])) & RX_VALUES, m.agent
         rec = run.record(out, m.agent)
         assert not any(c.startswith("user.health_and_medical") for c in rec.categories_sent)
+    # Analytics gets aggregates only; the Rx line does not even enter them.
+    rec = run.record(out, "analytics")
+    assert rec.outcome == "contributed"
+    assert not any(c.startswith("user.health_and_medical") for c in rec.categories_sent)
+    (c,) = out.contributions
+    assert [dims for dims, _ in c.rows["product_categories"]] == [("frames",)]
 
 
 @pytest.mark.parametrize(
@@ -72,8 +78,10 @@ def test_prescription_reaches_email_with_explicit_opt_in_only(
     assert mail is not None
     assert mail["data"]["prescription"]["right_eye"]["sphere"] == -2.25
     # The opt-in covers the email agent (or its purpose), nobody else.
-    for other in ("shipping", "payments", "analytics"):
+    for other in ("shipping", "payments"):
         assert "prescription" not in run.received(out, other)["data"]  # type: ignore[index]
+    (c,) = out.contributions  # analytics: the Rx line stays out of the aggregates
+    assert [dims for dims, _ in c.rows["product_categories"]] == [("frames",)]
     rec = run.record(out, "email")
     assert any(c.startswith("sensitive_opt_in:") for c in rec.consent)
     # Patient identity is a different sensitive category the email purpose doesn't permit.
@@ -211,27 +219,32 @@ def test_analytics_sees_no_direct_identifier(run: Run, sample: dict) -> None:
     }
     assert direct <= raw_values  # the inputs do carry them
     for ev in (order, visit):
-        got = run.received(run.send(ev), "analytics")
-        assert got is not None
-        sent = {str(v) for v in walk_values(got)}
-        assert not direct & sent, direct & sent
-    got = run.received(run.send(visit), "analytics")
-    assert got["data"]["device"]["ip"] == "203.0.113.0"  # type: ignore[index]
-    assert got["data"]["location"] == {"lat": 40.7, "lon": -74.0, "accuracy_m": 12.0}  # type: ignore[index]
+        out = run.send(ev)
+        # Aggregates only: no message per event, and what the event adds to the windows
+        # (dimension values and sums) carries none of them.
+        assert run.received(out, "analytics") is None
+        (c,) = out.contributions
+        added = {str(v) for rows in c.rows.values() for dims, sums in rows for v in dims}
+        added |= {str(v) for rows in c.rows.values() for _, sums in rows for v in sums.values()}
+        assert added and not direct & added, direct & added
+        assert run.record(out, "analytics").outcome == "contributed"
 
 
 def test_pseudonyms_are_stable_per_agent_and_differ_between_agents(run: Run, sample: dict) -> None:
     order = sample["order.placed"]
     out1 = run.send(order)
-    a1 = run.received(out1, "analytics")["subject"]["customer_id"]  # type: ignore[index]
     p1 = run.received(out1, "payments")["subject"]["customer_id"]  # type: ignore[index]
+    (c1,) = out1.contributions
     again = copy.deepcopy(order)
     again["event_id"] = "evt-another-order-0001"
     out2 = run.send(again)
-    assert run.received(out2, "analytics")["subject"]["customer_id"] == a1  # type: ignore[index]
-    assert a1.startswith("ps_") and p1.startswith("ps_")
-    assert a1 != p1  # two agents cannot join their data on the pseudonym
-    assert order["subject"]["customer_id"] not in (a1, p1)
+    assert run.received(out2, "payments")["subject"]["customer_id"] == p1  # type: ignore[index]
+    assert p1.startswith("ps_")
+    # Analytics' windows count distinct customers by a key of their own (never sent).
+    (c2,) = out2.contributions
+    assert c1.subject_key == c2.subject_key
+    assert c1.subject_key != p1 and c1.event_key != c2.event_key
+    assert order["subject"]["customer_id"] not in (c1.subject_key, p1)
 
 
 def test_most_specific_rule_wins_shipping_gets_items_not_prices(run: Run, sample: dict) -> None:
@@ -245,12 +258,13 @@ def test_most_specific_rule_wins_shipping_gets_items_not_prices(run: Run, sample
 
 
 def test_transform_failure_fails_closed(run: Run, sample: dict) -> None:
-    visit = copy.deepcopy(sample["site.visit"])
-    visit["data"]["device"]["ip"] = "not-an-ip-address"
-    got = run.received(run.send(visit), "analytics")
-    assert got is not None
-    assert "ip" not in got["data"]["device"]
-    assert "data.device.ip" in got["_gateway"]["removed"]
+    order = copy.deepcopy(sample["order.placed"])
+    order["data"]["shipping_address"]["postal_code"] = "6"  # too short to cut to a ZIP3
+    out = run.send(order)
+    rec = run.record(out, "analytics")
+    assert "data.shipping_address.postal_code" in rec.paths_removed
+    (c,) = out.contributions
+    assert c.rows["order_zip3"][0][0] == ("(unknown)",)
 
 
 def test_withholding_is_recorded_without_a_message(run: Run, sample: dict) -> None:
@@ -271,14 +285,15 @@ def test_erasure_notifies_exactly_past_recipients_then_nothing_flows(
         ev["event_id"] = f"evt-erasure-test-{n:04d}"
         return ev
 
-    run.send(mine(sample["site.visit"], 1))  # analytics only
+    run.send(mine(sample["site.visit"], 1))  # analytics only: a contribution to aggregates
     run.send(mine(sample["payment.settled"], 2))  # payments only
     out = run.send(event("erasure.requested", {"request_id": "DSR-1"}, customer=cid))
-    assert {r.agent for r in out.records} == {"analytics", "payments"}
+    # Analytics received nothing about the subject (aggregates only): no notice.
+    assert {r.agent for r in out.records} == {"payments"}
     assert all(r.outcome == "erasure_notice" for r in out.records)
     notice = run.received(out, "payments")
     assert notice is not None and notice["notice"] == "erasure"
-    # Each agent is told the subject as it knows it: payments and analytics by their own
+    # Each agent is told the subject as it knows it: payments by its own
     # pseudonym (the key of every message they got about the subject), and what it got,
     # never the raw customer id they never had.
     (payments_message,) = [m for o in run.outcomes[:2] for m in o.messages if m.agent == "payments"]

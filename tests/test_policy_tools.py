@@ -68,8 +68,11 @@ def test_explain_gives_every_field_and_why(policy: Policy) -> None:
     assert rows["data.prescription.right_eye.sphere"].outcome == "removed"
     assert rows["data.payment.card.token"].why == "category not permitted for any active purpose"
     analytics = {r.path: r for r in explain(engine, "analytics", "site.visit")}
-    assert analytics["data.device.ip"].outcome == "transformed"
-    assert analytics["data.device.ip"].treatment == "truncate_ip()"
+    assert analytics["data.device.ip"].outcome == "removed"
+    assert analytics["data.device.user_agent"].outcome == "sent"
+    orders = {r.path: r for r in explain(engine, "analytics", "order.placed")}
+    assert orders["data.shipping_address.postal_code"].treatment == "zip3()"
+    assert orders["subject.customer_id"].outcome == "removed"
     email = {r.path: r for r in explain(engine, "email", "order.placed")}
     assert "opt-in" in email["data.prescription.left_eye.axis"].why
     assert email["data.prescription.left_eye.axis"].outcome == "removed"
@@ -79,7 +82,13 @@ def test_explain_gives_every_field_and_why(policy: Policy) -> None:
 
 def test_explain_shows_what_an_erasure_notice_carries_and_why(policy: Policy) -> None:
     engine = offline_engine(policy)
-    rows = explain(engine, "analytics", "erasure.requested")
+    # An aggregate agent holds nothing about a subject: no notice at all.
+    assert explain(engine, "analytics", "erasure.requested") == []
+    assert any(
+        "no erasure notice" in line
+        for line in conditions_summary(policy, "analytics", "erasure.requested")
+    )
+    rows = explain(engine, "payments", "erasure.requested")
     assert [r.path for r in rows] == [
         "notice",
         "event_id",
@@ -90,10 +99,10 @@ def test_explain_shows_what_an_erasure_notice_carries_and_why(policy: Policy) ->
     by_path = {r.path: r for r in rows}
     assert by_path["instruction"].outcome == "sent"
     assert by_path["instruction"].purpose == "essential.legal_obligation"
-    # The subject as the agent knows it: analytics only ever got a pseudonym ...
+    # The subject as the agent knows it: payments only ever got a pseudonym ...
     subject = by_path["subject.customer_id"]
     assert (subject.outcome, subject.treatment) == ("transformed", "pseudonym()")
-    assert subject.purpose == "analytics.reporting"
+    assert subject.purpose == "essential.service.payment_processing"
     # ... shipping never got a customer number at all, so its notice names none.
     shipping = {r.path: r for r in explain(engine, "shipping", "erasure.requested")}
     assert shipping["subject.customer_id"].outcome == "removed"
@@ -127,17 +136,20 @@ def test_diff_shows_new_flows() -> None:
     old = parse_policy(GOOD)
     new = parse_policy(
         GOOD.replace(
-            "          user.unique_id.customer_number: {transform: pseudonym}\n"
-            "          user.unique_id.order_number: {transform: pseudonym}\n",
-            "          user.unique_id.customer_number: send\n"
-            "          user.unique_id.order_number: {transform: pseudonym}\n"
+            "          user.contact.address.postal_code: {transform: zip3}\n",
+            "          user.contact.address.postal_code: send\n"
             "          user.contact.email: {transform: pseudonym}\n",
             1,
         )
     )
     changes = diff_policies(old, new)
     kinds = {(c.kind, c.agent, c.event_type, c.path) for c in changes}
-    assert ("more_revealing", "analytics", "order.placed", "subject.customer_id") in kinds
+    assert (
+        "more_revealing",
+        "analytics",
+        "order.placed",
+        "data.shipping_address.postal_code",
+    ) in kinds
     assert ("new_flow", "analytics", "order.placed", "data.contact_email") in kinds
     assert all(c.agent == "analytics" for c in changes)
     assert diff_policies(old, old) == []
@@ -165,7 +177,15 @@ def test_cli_policy_commands(tmp_path: Path) -> None:
         ],
     )
     assert r.exit_code == 0, r.output
-    assert "data.device.ip" in r.output and "transformed" in r.output
+    assert "data.device.user_agent" in r.output and "contribute" in r.output
+    r = runner.invoke(
+        main,
+        ["policy", "explain", "--policy", str(ROOT / "agents.yaml"), "--agent", "analytics"],
+        env={"COLUMNS": "200"},
+    )
+    assert r.exit_code == 0, r.output
+    for words in ("windows: tumbling 5m, 1h", "k=10", "table pages", "order_total", "zip3"):
+        assert words in r.output, words
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         GOOD.replace(
@@ -221,3 +241,25 @@ def test_explain_and_conditions_show_objection_and_the_legal_bases(policy: Polic
     reseller = conditions_summary(policy, "reseller", "customer.registered")
     assert any("needs the marketing opt-in" in line for line in reseller)
     assert any("not yet known" in line for line in reseller)
+
+
+def test_diff_shows_what_changes_in_an_aggregate_agents_tables() -> None:
+    old = parse_policy(GOOD)
+    new = parse_policy(
+        GOOD.replace("      k: 10", "      k: 6", 1)
+        .replace("windows: [5m, 1h]", "windows: [1m, 1h]", 1)
+        .replace("dimensions: [zip3]", "dimensions: [zip3, hour]", 1)
+    )
+    got = {(c.kind, c.path) for c in diff_policies(old, new)}
+    assert got == {
+        ("more_revealing", "aggregate.k"),
+        ("more_revealing", "aggregate.windows"),
+        ("more_revealing", "aggregate.tables.order_zip3"),
+    }
+    back = {(c.kind, c.path) for c in diff_policies(new, old)}
+    # A window not published before adds figures (even a longer one): more, not less.
+    assert back == {
+        ("less_revealing", "aggregate.k"),
+        ("more_revealing", "aggregate.windows"),
+        ("less_revealing", "aggregate.tables.order_zip3"),
+    }

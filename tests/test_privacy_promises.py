@@ -136,9 +136,13 @@ def test_a_lens_description_never_reaches_shipping_without_opt_in(run: Run) -> N
     rec = run.record(out, "shipping")
     assert "user.health_and_medical.vision_correction" in rec.categories_removed
     assert not any(c.startswith("user.health_and_medical") for c in rec.categories_sent)
-    for agent in ("payments", "email", "analytics"):
+    for agent in ("payments", "email"):
         payload = run.received(out, agent)
         assert payload is not None and lens_words_in(payload) == set(), agent
+    # Analytics: aggregates only; the lens lines count in no product category.
+    (c,) = out.contributions
+    assert lens_words_in(c.rows) == set()
+    assert [dims for dims, _ in c.rows["product_categories"]] == [("frames",)]
     mail = run.received(out, "email")
     assert mail is not None
     # The email agent still confirms what reveals nothing: the frame line.

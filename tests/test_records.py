@@ -18,6 +18,7 @@ from gateway.consent import ConsentState
 from gateway.dev.samples import random_events, scenario
 from gateway.records import DecisionRecord, RecordIds, uuid_format
 from gateway.runtime import Core
+from tests.conftest import with_aggregates
 
 
 def pydantic_json(r: DecisionRecord) -> bytes:
@@ -32,8 +33,7 @@ def records(core: Core) -> list[DecisionRecord]:
 
     def made() -> Iterator[DecisionRecord]:
         so_far: list[DecisionRecord] = []
-        for e in events:
-            result = core.pipeline.process(orjson.dumps(e), states, verify=False)
+        for result in with_aggregates(core, events, states):
             so_far.extend(result.records)
             if result.erasure_request is not None:  # the notices, as the sink makes them
                 result.records.extend(
@@ -42,7 +42,13 @@ def records(core: Core) -> list[DecisionRecord]:
             yield from result.records
 
     out = list(made())
-    assert {r.outcome for r in out} == {"disclosed", "withheld", "erasure_notice"}
+    assert {r.outcome for r in out} == {
+        "disclosed",
+        "withheld",
+        "erasure_notice",
+        "contributed",
+        "aggregated",
+    }
     return out
 
 

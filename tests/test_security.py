@@ -29,7 +29,7 @@ from click.testing import CliRunner
 from gateway.cli import main
 from gateway.consent import ConsentState
 from gateway.crypto import SigningKey
-from gateway.dev.samples import scenario
+from gateway.dev.samples import random_events, scenario
 from gateway.errors import CryptoError
 from gateway.keys import demo_agent_keys_dir, demo_agent_private_key, load_signing_key
 from gateway.ledger import schema as t
@@ -40,6 +40,7 @@ from gateway.runtime import Core
 from gateway.sdk.reader import AgentReader, Received
 from gateway.settings import Settings
 from gateway.web.auth import COOKIE_NAME
+from tests.conftest import with_aggregates
 from tests.ledger.data import database
 
 # --- what the core produced --------------------------------------------------------------
@@ -47,8 +48,8 @@ from tests.ledger.data import database
 
 @pytest.fixture(scope="module")
 def outcomes(core: Core) -> list[EventResult]:
-    states: dict[str, ConsentState] = {}
-    return [core.pipeline.process(orjson.dumps(e), states, verify=False) for e in scenario()]
+    # Enough random traffic after the scenario for analytics' aggregate tables to pass k.
+    return with_aggregates(core, [*scenario(), *random_events(600, seed=5, customers=60)])
 
 
 @pytest.fixture(scope="module")

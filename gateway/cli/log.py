@@ -771,8 +771,20 @@ def report_subject(
     refs = [subject_ref] if subject_ref else access.subject_refs_of(settings, str(customer_id))
     with access.open_ledger(settings) as store:
         _check_subject(store, settings, refs, customer_id=subject_ref is None)
-        rep = subject_report(store, refs)
+        rep = subject_report(store, refs, _policy_if_any(settings))
     _emit(render.subject_document(rep), fmt, rep.to_dict(), out)
+
+
+def _policy_if_any(settings: Any) -> Any:
+    """The policy, to name an aggregate recipient's measures and windows in an access
+    report; None where the log is read without it (the report then says it generally)."""
+    from gateway.errors import PolicyError
+    from gateway.policy import load_policy
+
+    try:
+        return load_policy(settings.policy_path)
+    except PolicyError:
+        return None
 
 
 @report.command("agent")

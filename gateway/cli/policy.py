@@ -11,6 +11,7 @@ from rich.table import Table
 from gateway.cli.common import console, keys_dir_option, policy_option, settings_from
 from gateway.policy import load_policy
 from gateway.policy_tools import (
+    aggregate_summary,
     check_policy,
     conditions_summary,
     diff_policies,
@@ -52,7 +53,12 @@ def check(policy: Path | None, keys_dir: Path | None) -> None:
 @policy.command("explain")
 @policy_option
 @click.option("--agent", "agent_name", required=True, help="Agent name.")
-@click.option("--event", "event_type", required=True, type=click.Choice(event_types()))
+@click.option(
+    "--event",
+    "event_type",
+    type=click.Choice(event_types()),
+    help="Event type (may be left out for an aggregate agent: its tables, windows, threshold).",
+)
 @click.option(
     "--sensitive-opt-in",
     is_flag=True,
@@ -71,7 +77,7 @@ def check(policy: Path | None, keys_dir: Path | None) -> None:
 def explain_cmd(
     policy: Path | None,
     agent_name: str,
-    event_type: str,
+    event_type: str | None,
     sensitive_opt_in: bool,
     marketing_opted_out: bool,
     objected: bool,
@@ -86,6 +92,15 @@ def explain_cmd(
             f"unknown agent {agent_name!r}; the policy has {', '.join(p.agents)}",
             param_hint="--agent",
         )
+    summary = aggregate_summary(p, agent_name)
+    if summary:
+        console.print(f"[bold]{agent_name}: aggregates only[/bold] (policy {p.policy_version})")
+        for line in summary:
+            console.print(f"  • {line}")
+    if event_type is None:
+        if not summary:
+            raise click.BadParameter("give the event type", param_hint="--event")
+        return
     engine = offline_engine(p)
     rows = explain(
         engine,

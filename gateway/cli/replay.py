@@ -28,10 +28,22 @@ from gateway.runtime import build_core, ensure_demo_keys
     show_default=True,
     help="Create missing gateway and agent keys (local use).",
 )
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Subject partitions to route aggregate contributions to, as the stream does "
+    "(default: GATEWAY_PARTITIONS).",
+)
 @policy_option
 @keys_dir_option
 def replay_cmd(
-    events: Path, out_dir: Path, demo_keys: bool, policy: Path | None, keys_dir: Path | None
+    events: Path,
+    out_dir: Path,
+    demo_keys: bool,
+    partitions: int | None,
+    policy: Path | None,
+    keys_dir: Path | None,
 ) -> None:
     """Run EVENTS (JSON lines) through the policy and write what each agent would get.
 
@@ -43,19 +55,28 @@ def replay_cmd(
         for what in ensure_demo_keys(s, p):
             console.print(f"created {what}")
     core = build_core(s, p)
-    summary = replay(core.pipeline, events, out_dir)
+    summary = replay(core.pipeline, events, out_dir, partitions=partitions or s.partitions)
     table = Table(title=f"replay of {events} (policy {p.policy_version})")
-    for col in ("agent", "disclosed", "withheld", "erasure notices", "topic file"):
+    cols = ("agent", "disclosed", "contributed", "aggregates", "withheld", "erasure notices")
+    for col in (*cols, "topic file"):
         table.add_column(col)
     for name, agent in p.agents.items():
         table.add_row(
             name,
             str(summary.outcomes[(name, "disclosed")]),
+            str(summary.outcomes[(name, "contributed")]),
+            str(summary.outcomes[(name, "aggregated")]),
             str(summary.outcomes[(name, "withheld")]),
             str(summary.outcomes[(name, "erasure_notice")]),
             str(out_dir / "topics" / f"{agent.topic}.jsonl"),
         )
     console.print(table)
+    if summary.aggregates:
+        suppressed = sum(t.suppressed() for t in summary.aggregates)
+        console.print(
+            f"{len(summary.aggregates)} aggregate tables emitted ({suppressed} entries "
+            f"suppressed); in the clear in {out_dir / 'aggregates.jsonl'}"
+        )
     console.print(
         f"{summary.lines} lines: {summary.events} events processed, "
         f"{summary.dead_letters} dead-lettered ({out_dir / 'deadletter.jsonl'}); "

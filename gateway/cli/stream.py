@@ -97,11 +97,13 @@ def demo_cmd(policy: Path | None, keys_dir: Path | None) -> None:
 @click.option(
     "--publisher-keys",
     "publisher_keys",
+    envvar="GATEWAY_PUBLISHER_KEYS",
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     help="Sign each event as the publisher the policy allows to send its type, with that"
     " publisher's key in this directory (NAME.key or NAME.secret): for a file that mixes"
     " back ends (a migration, a test). `gateway demo` leaves such keys in"
-    " .gateway/publisher-keys.",
+    " .gateway/publisher-keys, and `gateway dev up`'s env file sets it"
+    " [env GATEWAY_PUBLISHER_KEYS].",
 )
 @click.option(
     "--dry-run",
@@ -130,8 +132,8 @@ def publish_cmd(
 
     if (publisher is None) != (key is None):
         raise click.UsageError("give --publisher NAME and --key FILE together")
-    if publisher_keys is not None and publisher is not None:
-        raise click.UsageError("give --publisher/--key or --publisher-keys, not both")
+    if publisher is not None:
+        publisher_keys = None  # one named publisher signs everything (it wins over the env)
     if publisher is None and publisher_keys is None:
         console.print(
             "[yellow]warning:[/yellow] no --publisher/--key: events are sent unsigned and the"

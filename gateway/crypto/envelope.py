@@ -15,7 +15,7 @@ from gateway.crypto.keys import AgentPrivateKey, AgentPublicKey
 # The message header's version (2: the agent's ``ref`` instead of the event id).
 WIRE_VERSION: Final = 2
 ENVELOPE_VERSION: Final = 1
-KINDS: Final = frozenset({"disclosure", "erasure_notice"})
+KINDS: Final = frozenset({"disclosure", "erasure_notice", "aggregate"})
 # The gateway key also signs other things (e.g. log checkpoints); a fixed prefix keeps an
 # envelope signature from ever being valid as a signature over anything else.
 ENVELOPE_SIG_CONTEXT: Final = b"disclosure-gateway/key-envelope/v1\n"

@@ -1,14 +1,18 @@
 """`gateway demo`: the whole system on one machine, in under a minute.
 
 Starts the embedded broker, a gateway worker (with the ledger sink), publishes the
-bundled sample events (plus two bad ones), lets each agent read and decrypt its topic
-with its own key, prints what each agent received and what was withheld or removed, and
-cleans up. The disclosure log stays in the default place for `gateway log ...`.
+bundled sample events (plus two bad ones) and a morning of shop traffic (visits and orders
+from a few hundred customers: enough for the analytics agent's aggregate tables to pass
+their threshold), lets each agent read and decrypt its topic with its own key, prints what
+each agent received and what was withheld or removed, and the analytics agent's decrypted
+aggregate tables; then cleans up. The disclosure log stays in the default place for
+`gateway log ...`.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -17,6 +21,7 @@ import urllib.request
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +30,17 @@ from kafka import KafkaProducer
 from rich.console import Console
 from rich.table import Table
 
+from gateway.aggregates import AggregateSet, emit
 from gateway.dev.broker import EmbeddedBroker, free_port
+from gateway.dev.samples import _addr, _order
 from gateway.errors import GatewayError
 from gateway.kafka.read import read_decision_records, read_topic
 from gateway.keys import demo_agent_private_key
 from gateway.policy import load_policy
 from gateway.records import DecisionRecord
-from gateway.runtime import demo_signers, ensure_demo_keys
+from gateway.routing import subject_partition
+from gateway.runtime import build_core, demo_signers, ensure_demo_keys
+from gateway.sdk.aggregates import AggregateBook, table_view
 from gateway.sdk.publisher import PRODUCER_DEFAULTS, Publisher
 from gateway.sdk.reader import AgentReader, Received
 from gateway.settings import Settings
@@ -51,6 +60,86 @@ BAD_EVENTS = [
         }
     ),
 ]
+
+
+_PAGES = ["/", "/frames", "/frames/titanium", "/sunglasses", "/contacts", "/cart", "/help"]
+_UAS = [
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Safari/605.1.15",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/124.0 Safari/537.36",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148"
+    " Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 Chrome/124.0 Mobile Safari/537.36",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
+]
+_REFERRERS = [None, "https://www.example-search.com/?q=titanium+frames", "https://social.example/"]
+_PLACES = [
+    ("Springfield", "IL", "62704"),
+    ("Chicago", "IL", "60601"),
+    ("Denver", "CO", "80202"),
+    ("Seattle", "WA", "98101"),
+    ("Boston", "MA", "02108"),
+]
+_PRODUCTS = [
+    {"sku": "SKU-31052", "description": "Titanium frame 52-18", "unit_price": 149.0},
+    {"sku": "SKU-60210", "description": "Polarized sunglasses, tortoise", "unit_price": 119.0},
+    {"sku": "SKU-50010", "description": "Hard case with microfiber cloth", "unit_price": 12.0},
+]
+TRAFFIC_START = datetime(2026, 3, 3, 9, 0, tzinfo=UTC)
+
+
+def shop_traffic(n: int = 1200, customers: int = 240, seed: int = 14) -> list[bytes]:
+    """A morning of visits (pages, browsers, languages, referrers) and orders (places,
+    products) from ``customers`` customers: what the analytics agent's tables are about."""
+    rnd = random.Random(seed)
+    out = []
+    t = TRAFFIC_START
+    for i in range(n):
+        c = rnd.randrange(customers)
+        cid = f"C-{300000 + c}"
+        t += timedelta(seconds=rnd.randint(1, 12))
+        at = t.isoformat().replace("+00:00", "Z")
+        if rnd.random() < 0.8:
+            data: dict[str, Any] = {
+                "session_id": f"sess-{c:05d}-{i}",
+                "pages": rnd.sample(_PAGES, rnd.randint(1, 4)),
+                "duration_s": rnd.randint(10, 900),
+                "device": {
+                    "ip": f"198.51.100.{c % 250}",
+                    "user_agent": rnd.choice(_UAS),
+                    "language": rnd.choice(["en-US", "en-US", "en-GB", "es-US", "fr-CA"]),
+                },
+                "gpc": False,
+            }
+            ref = rnd.choice(_REFERRERS)
+            if ref:
+                data["referrer"] = ref
+            etype = "site.visit"
+        else:
+            city, st, zp = _PLACES[c % len(_PLACES)]
+            items = [
+                {**p, "quantity": rnd.randint(1, 2)}
+                for p in rnd.sample(_PRODUCTS, rnd.randint(1, 2))
+            ]
+            data = _order(
+                f"SO-9{i:05d}",
+                "Sam",
+                f"Customer{c}",
+                _addr(f"{c + 1} Main Street", city, st, zp),
+                f"c{c}@example.com",
+                "+1-555-555-0100",
+                items=items,
+            )
+            etype = "order.placed"
+        event = {
+            "event_id": f"evt-traffic-{i:06d}",
+            "event_type": etype,
+            "schema_version": 1,
+            "occurred_at": at,
+            "subject": {"customer_id": cid, "type": "consumer"},
+            "data": data,
+        }
+        out.append(orjson.dumps(event))
+    return out
 
 
 @dataclass
@@ -89,6 +178,7 @@ def run_demo(settings: Settings, console: Console) -> int:
     for what in ensure_demo_keys(settings, policy):
         console.print(f"[dim]created {what}[/dim]")
     lines = [ln for ln in SAMPLE.read_bytes().splitlines() if ln.strip()]
+    lines += shop_traffic()
 
     console.print("[bold]1/5[/bold] starting the embedded Kafka broker (Tansu)…")
     with EmbeddedBroker() as broker:
@@ -122,8 +212,8 @@ def run_demo(settings: Settings, console: Console) -> int:
             console.print(f"      worker pid {worker.pid}, health {health}")
 
             console.print(
-                f"[bold]3/5[/bold] publishing {len(lines)} sample events and "
-                f"{len(BAD_EVENTS)} bad ones…"
+                f"[bold]3/5[/bold] publishing {len(lines)} events (the samples and a morning "
+                f"of shop traffic) and {len(BAD_EVENTS)} bad ones…"
             )
             # Each event signed by the publisher the policy allows to send it.
             signers = demo_signers(settings, policy)
@@ -192,7 +282,71 @@ def run_demo(settings: Settings, console: Console) -> int:
                     os.killpg(worker.pid, signal.SIGKILL)
                     worker.wait()
     _report(console, policy, views, records, dead, settings, time.monotonic() - started)
+    _aggregates(console, settings, policy, views, lines)
     return 0
+
+
+def offline_aggregates(settings: Settings, policy: Any, lines: list[bytes]) -> list[Received]:
+    """What the analytics agent gets for ``lines`` from the offline core (the replay's
+    path), opened with the agent's key: the same tables the stream emits."""
+    core = build_core(settings, policy)
+    reader = AgentReader(
+        "analytics",
+        demo_agent_private_key(settings.keys_dir, "analytics"),
+        settings.signing_public_key_path,
+    )
+    aggs = AggregateSet(policy, settings.partitions)
+    states: dict[str, Any] = {}
+    out: list[Received] = []
+
+    def opened(tables: list[Any]) -> None:
+        for table in tables:
+            _, msg = emit(core.pipeline, table)
+            got = reader.read(msg.value)
+            if isinstance(got, Received):
+                out.append(got)
+
+    for line in lines:
+        res = core.pipeline.process(line, states, verify=False)
+        if res.event is not None:
+            part = subject_partition(res.event.customer_id, settings.partitions)
+            opened(aggs.event(part, res.event.occurred_at, res.contributions))
+    opened(aggs.close())
+    return out
+
+
+def _aggregates(
+    console: Console,
+    settings: Settings,
+    policy: Any,
+    views: dict[str, AgentView],
+    lines: list[bytes],
+) -> None:
+    agents = [n for n, a in policy.agents.items() if a.aggregate is not None]
+    for name in agents:
+        book = AggregateBook()
+        book.extend(views[name].received)
+        source = "decrypted from its topic"
+        if not book.windows and name == "analytics":
+            # The stream worker publishes aggregates once its windows close; where it has
+            # not (yet), show the same tables from the offline core, and say so.
+            book.extend(offline_aggregates(settings, policy, lines))
+            source = "the offline core's tables for the same events (the stream sent none)"
+        console.print()
+        console.print(
+            f"[bold]What {name} received: aggregate tables only[/bold] ({source}): "
+            f"{len(book.windows)} windows, {book.superseded} revisions replaced"
+        )
+        hourly = [b for b in book.latest("1h") if b["contributing_customers"]]
+        for body in hourly[:2]:
+            console.print(
+                f"[bold]window {body['window']['start']} to {body['window']['end']}[/bold]: "
+                f"{body['contributing_customers']} contributing customers, "
+                f"{body['late_events']} late events"
+            )
+            for table in body["tables"]:
+                if table["rows"] or table["suppressed"]:
+                    console.print(table_view(body, table))
 
 
 def _fields(payload: dict[str, Any]) -> set[str]:
@@ -226,10 +380,13 @@ def _report(
         kinds = Counter(
             r.payload.get("event_type", "erasure notice")
             if r.kind == "disclosure"
-            else "erasure notice"
+            else r.kind.replace("_", " ")
             for r in v.received
         )
-        got = set().union(*(_fields(r.payload) for r in v.received)) if v.received else set()
+        events = [r for r in v.received if r.kind != "aggregate"]
+        got = set().union(*(_fields(r.payload) for r in events)) if events else set()
+        if any(r.kind == "aggregate" for r in v.received):
+            got.add("aggregate tables")
         removed = Counter(p for r in by_agent[name] for p in r.paths_removed)
         withheld = Counter(r.reason for r in by_agent[name] if r.outcome == "withheld")
         t.add_row(
@@ -293,18 +450,9 @@ def _highlights(views: dict[str, AgentView]) -> list[str]:
     )
     out.append(f"erasure notices went to: {', '.join(notices) or 'nobody'}")
     if "analytics" in views:
-        sample = next(
-            (
-                r.payload
-                for r in views["analytics"].received
-                if r.payload.get("event_type") == "site.visit"
-            ),
-            None,
+        kinds = Counter(r.kind for r in views["analytics"].received)
+        out.append(
+            f"analytics received {kinds['aggregate']} aggregate table message(s) and "
+            f"{kinds['disclosure']} per-event message(s): no customer, session or IP"
         )
-        if sample:
-            dev = sample["data"].get("device", {})
-            out.append(
-                f"analytics saw customer {sample['subject'].get('customer_id')}, "
-                f"IP {dev.get('ip')}, location {sample['data'].get('location')}"
-            )
     return out

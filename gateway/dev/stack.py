@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from gateway.errors import ConfigError, GatewayError
-from gateway.keys import agent_key_paths
+from gateway.keys import demo_agent_private_key, demo_publisher_keys_dir
 from gateway.policy import Policy, load_policy
 from gateway.runtime import ensure_demo_keys
 from gateway.settings import Settings
@@ -410,7 +410,7 @@ class Supervisor:
     def _initial_state(self) -> StackState:
         s = self.settings
         bootstrap = f"127.0.0.1:{self.ports['broker']}"
-        publishers = s.keys_dir / "publishers"
+        publishers = demo_publisher_keys_dir(s.keys_dir)
         return StackState(
             supervisor=Proc(os.getpid(), _cmdline(os.getpid()) or []),
             bootstrap=bootstrap,
@@ -454,7 +454,14 @@ class Supervisor:
         return child
 
     def _write_env(self, state: StackState) -> None:
-        lines = {"GATEWAY_BOOTSTRAP_SERVERS": state.bootstrap, **settings_env(self.settings)}
+        lines = {
+            "GATEWAY_BOOTSTRAP_SERVERS": state.bootstrap,
+            **settings_env(self.settings),
+            # `gateway publish` signs each event as its demo publisher with these.
+            "GATEWAY_PUBLISHER_KEYS": str(
+                demo_publisher_keys_dir(self.settings.keys_dir).absolute()
+            ),
+        }
         self.paths.env.write_text(
             "# The local stack's settings: `. "
             + str(self.paths.env)
@@ -556,7 +563,7 @@ def demo_agent_keys(settings: Settings, policy: Policy) -> dict[str, str]:
     keys directory, which the stack created when missing)."""
     out = {}
     for name in policy.agents:
-        private = agent_key_paths(settings.keys_dir, name).private
+        private = demo_agent_private_key(settings.keys_dir, name)
         if private.exists():
             out[name] = str(private.absolute())
     return out

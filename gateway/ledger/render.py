@@ -150,6 +150,8 @@ def subject_document(rep: SubjectReport) -> Document:
         "first_disclosed",
         "last_disclosed",
         "references",
+        "contributions",
+        "aggregate_statement",
     ]
     rows = [[text(getattr(s, c)) for c in cols] for s in rep.recipients]
     facts = [("subject", rep.subject_ref)]
@@ -193,6 +195,12 @@ def subject_document(rep: SubjectReport) -> Document:
         ],
         optional=("purposes", "first / last disclosed", "legal bases"),
     )
+    # Aggregate-only recipients, in words: what the subject's events contributed to.
+    facts += [
+        (f"aggregate statistics ({s.agent})", s.aggregate_statement)
+        for s in rep.recipients
+        if s.aggregate_statement
+    ]
     return Document(
         "Access request: disclosures about one subject",
         facts,

@@ -71,6 +71,11 @@ class RecipientSummary:
     # The requests that disclosures made outside the stream answered (a court order's
     # number, a ticket), as recorded.
     references: list[str] = field(default_factory=list)
+    # An aggregate-only recipient: how many of the subject's events counted towards the
+    # statistics it received (nothing about the subject itself was sent), and that in
+    # words.
+    contributions: int = 0
+    aggregate_statement: str = ""
 
 
 @dataclass
@@ -148,12 +153,65 @@ def _jsonable(obj: Any) -> Any:
 # -- pure summaries -----------------------------------------------------------------------
 
 
+_EVENT_WORDS = {"site.visit": ("visit", "visits"), "order.placed": ("order", "orders")}
+
+
+def _plural(n: int, event_type: str) -> str:
+    one, many = _EVENT_WORDS.get(event_type, (f"{event_type} event", f"{event_type} events"))
+    return f"{n} {one if n == 1 else many}"
+
+
+def aggregate_statement(
+    legal_name: str,
+    event_types: Counter[str],
+    first: datetime | None,
+    last: datetime | None,
+    policy: Policy | None,
+    agent: str,
+) -> str:
+    """In words: the subject's visits and orders counted towards aggregate statistics the
+    recipient received -- which measures, over which windows -- and that those statistics
+    do not identify them."""
+    from gateway.aggregates import MEASURES
+
+    what = " and ".join(_plural(n, ev) for ev, n in sorted(event_types.items()))
+    when = ""
+    if first is not None and last is not None:
+        a, b = short_date(first), short_date(last)
+        when = f" (from {a} to {b})" if a != b else f" (on {a})"
+    spec = None
+    if policy is not None and agent in policy.agents:
+        spec = policy.agents[agent].aggregate
+    if spec is not None:
+        measures = ", ".join(MEASURES[m][1] for m in spec.measures)
+        how = (
+            f"statistics computed per {' and per '.join(spec.windows)} window ({measures}), "
+            f"broken down by {', '.join(d.replace('_', ' ') for d in spec.dimensions)}. "
+            f"A figure is sent only when at least {spec.k} different customers are behind "
+            "it"
+        )
+    else:
+        how = "statistics (counts and totals per time window)"
+    return (
+        f"Your {what}{when} contributed to aggregate statistics sent to {legal_name}: {how}. "
+        "These statistics do not identify you: they carry no name, customer number, "
+        "pseudonym, session or address of yours, and nothing about you alone was sent."
+    )
+
+
+def short_date(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%d")
+
+
 def summarize_subject(
-    records: Iterable[DecisionRecord], subject_ref: str | Sequence[str]
+    records: Iterable[DecisionRecord],
+    subject_ref: str | Sequence[str],
+    policy: Policy | None = None,
 ) -> SubjectReport:
     """Who received what about one subject, and why: the answer to an access request.
     ``subject_ref``: the subject's reference, or its references of every pseudonym period
-    (current first)."""
+    (current first). ``policy``: to state which measures and windows an aggregate-only
+    recipient's statistics have (without it, the statement is general)."""
     refs = [subject_ref] if isinstance(subject_ref, str) else list(subject_ref)
     if not refs:
         raise ValueError("a subject report needs at least one subject reference")
@@ -163,6 +221,8 @@ def summarize_subject(
     sets: dict[str, tuple[set[str], set[str], set[str]]] = {}
     references: dict[str, set[str]] = {}
     dates: dict[str, list[datetime]] = {}
+    contributed: dict[str, Counter[str]] = {}
+    contributed_at: dict[str, list[datetime]] = {}
     types: set[str] = set()
     total = 0
     for rec in records:
@@ -182,6 +242,12 @@ def summarize_subject(
             dates.setdefault(rec.agent, []).append(disclosed_at(rec))
             if is_manual(rec) and rec.reason:
                 references.setdefault(rec.agent, set()).add(rec.reason)
+        elif rec.outcome == "contributed":
+            contributed.setdefault(rec.agent, Counter())[rec.event_type] += 1
+            contributed_at.setdefault(rec.agent, []).append(rec.occurred_at)
+            _, purposes, bases = sets.setdefault(rec.agent, (set(), set(), set()))
+            purposes.update(rec.purposes)
+            bases.update(rec.legal_bases)
     recipients = []
     for agent in sorted(latest):
         r = latest[agent].recipient
@@ -203,6 +269,17 @@ def summarize_subject(
                 min(when, default=None),
                 max(when, default=None),
                 sorted(references.get(agent, ())),
+                counts[agent]["contributed"],
+                aggregate_statement(
+                    r.legal_name,
+                    contributed[agent],
+                    min(contributed_at[agent]),
+                    max(contributed_at[agent]),
+                    policy,
+                    agent,
+                )
+                if agent in contributed
+                else "",
             )
         )
     return SubjectReport(refs[0], _now(), sorted(types), total, recipients, refs)
@@ -337,11 +414,13 @@ def summarize_shine_the_light(records: Iterable[DecisionRecord], year: int) -> S
 # -- over the store -----------------------------------------------------------------------
 
 
-def subject_report(store: LedgerStore, subject_ref: str | Sequence[str]) -> SubjectReport:
+def subject_report(
+    store: LedgerStore, subject_ref: str | Sequence[str], policy: Policy | None = None
+) -> SubjectReport:
     """The access-request report of the subject with reference ``subject_ref``, or with any
     of several (its refs of every pseudonym period, current first)."""
     refs = (subject_ref,) if isinstance(subject_ref, str) else tuple(subject_ref)
-    return summarize_subject(iter_records(store, RecordFilter(subject_refs=refs)), refs)
+    return summarize_subject(iter_records(store, RecordFilter(subject_refs=refs)), refs, policy)
 
 
 def agent_report(

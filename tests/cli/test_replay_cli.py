@@ -36,7 +36,12 @@ def test_replay_writes_topics_records_and_summary(replayed: Path) -> None:
     summary = orjson.loads((out / "summary.json").read_bytes())
     assert summary["events"] == 27 and summary["dead_letters"] == 0
     sent = sum(len((out / "topics" / t).read_bytes().splitlines()) for t in topics)
-    assert sent == sum(r["outcome"] != "withheld" for r in records)
+    assert sent == sum(r["outcome"] not in ("withheld", "contributed") for r in records)
+    # Analytics gets aggregates only, and the sample's few customers never reach k=10 in a
+    # window: their visits and orders contributed, nothing was sent.
+    analytics = {r["outcome"] for r in records if r["agent"] == "analytics"}
+    assert analytics == {"contributed", "withheld"}
+    assert (out / "topics" / "agent.analytics.jsonl").read_bytes() == b""
     # Every message on a topic has its record, with the digest of exactly those bytes.
     digests = {r["payload_digest"] for r in records if r["payload_digest"]}
     import hashlib
@@ -55,19 +60,9 @@ def test_each_agent_reads_only_what_the_policy_allows(replayed: Path) -> None:
     assert rx[0]["payload"]["data"]["recipient"]["first"] == "Bob"
     reseller = read(replayed, "reseller")
     assert [m["payload"]["data"]["company"] for m in reseller] == ["Lensworks Optical LLC"]
-    analytics = read(replayed, "analytics")
-    text = orjson.dumps([m["payload"] for m in analytics if m["kind"] == "disclosure"])
-    for direct in (
-        b"Moreno",
-        b"alice.moreno@example.com",
-        b"C-1001",
-        b"203.0.113.57",
-        b"4111111111111111",
-        b"Orchard",
-    ):
-        assert direct not in text
-    notices = [m for m in analytics if m["kind"] == "erasure_notice"]
-    assert len(notices) == 1
+    # Aggregates only (and no window of the sample reaches the threshold): nothing, not even
+    # an erasure notice -- analytics never held anything about Erin.
+    assert read(replayed, "analytics") == []
     # Erin was erased: her shipment afterwards reached nobody (agents know events by their
     # own references only: the records name the disclosures the shipment caused, if any).
     erin_events = [e["event_id"] for e in scenario() if e["subject"]["customer_id"] == "C-1005"]

@@ -36,7 +36,10 @@ def test_demo_then_review_the_log(tmp_path: Path) -> None:
     assert "What each agent received" in out
     assert "prescriptions reached: Bob's → email" in out
     assert "reseller received: Lensworks Optical LLC" in out
-    assert "erasure notices went to: analytics, email, payments, shipping" in out
+    # Analytics receives aggregates only: it holds nothing about the erased subject.
+    assert "erasure notices went to: email, payments, shipping" in out
+    assert "What analytics received: aggregate tables only" in out
+    assert "contributing customers" in out and "product_category" in out
     assert "dead-lettered: 2 bad event(s)" in out
     seconds = float(out.rsplit("demo finished in ", 1)[1].split("s", 1)[0])
     assert seconds < 60

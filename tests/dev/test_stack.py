@@ -116,7 +116,14 @@ def test_up_publish_consume_down_up(project: Path) -> None:
     assert not login(st["review_url"], "reviewer", password + "x")
 
     # A developer's first message: publish one order, read it as the shipping agent.
-    env = {"GATEWAY_BOOTSTRAP_SERVERS": st["bootstrap"]}
+    # As `. .gateway/dev/env` sets them: the broker, and the demo publishers' keys.
+    env = {
+        "GATEWAY_BOOTSTRAP_SERVERS": st["bootstrap"],
+        "GATEWAY_PUBLISHER_KEYS": str(project / ".gateway" / "publisher-keys"),
+    }
+    assert f"GATEWAY_PUBLISHER_KEYS={env['GATEWAY_PUBLISHER_KEYS']}" in Path(
+        st["env_file"]
+    ).read_text().replace("'", "")
     order = next(ln for ln in SAMPLE.read_text().splitlines() if '"order.placed"' in ln)
     (project / "order.jsonl").write_text(order + "\n")
     t0 = time.monotonic()

@@ -42,7 +42,7 @@ class AgentKeys:
         return [
             s.seal(
                 orjson.dumps({"n": i, "data": {"order_id": f"O-{i}"}}),
-                event_id=f"ref-{i:04d}",
+                ref=f"ref-{i:04d}",
                 disclosure_id=f"d-{i:04d}",
             ).message
             for i in range(start, start + n)

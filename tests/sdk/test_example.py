@@ -18,7 +18,8 @@ from gateway.dev.broker import EmbeddedBroker
 from gateway.dev.samples import scenario
 from gateway.kafka.admin import ensure_topics
 from gateway.kafka.clients import KAFKA_PYTHON_PRODUCER_DEFAULTS
-from gateway.keys import agent_key_paths
+from gateway.keys import demo_agent_private_key
+from gateway.records import DecisionRecord
 from gateway.runtime import Core
 from gateway.settings import Settings
 
@@ -32,13 +33,19 @@ def test_carrier_example_stores_and_erases(
     broker: EmbeddedBroker, topic_prefix: str, core: Core, settings: Settings, tmp_path: Path
 ) -> None:
     # What the gateway would put on the shipping topic for the bundled scenario.
+    # (An erasure request is answered with notices built from the log so far, as the
+    # ledger sink does.)
     states: dict[str, ConsentState] = {}
-    messages = [
-        m
-        for e in scenario()
-        for m in core.pipeline.process(orjson.dumps(e), states).messages
-        if m.agent == "shipping"
-    ]
+    log: list[DecisionRecord] = []
+    messages = []
+    for e in scenario():
+        out = core.pipeline.process(orjson.dumps(e), states, verify=False)
+        log += out.records
+        if out.erasure_request is not None:
+            notices = core.pipeline.erasure_outputs(out.erasure_request, log)
+            log += notices.records
+            out.messages += notices.messages
+        messages += [m for m in out.messages if m.agent == "shipping"]
     notices = [m for m in messages if m.kind == "erasure_notice"]
     assert notices, "the scenario erases a customer who had orders shipped"
     erased = {m.key for m in notices}
@@ -62,7 +69,7 @@ def test_carrier_example_stores_and_erases(
                 "--bootstrap",
                 broker.bootstrap,
                 "--key",
-                str(agent_key_paths(settings.keys_dir, "shipping").private),
+                str(demo_agent_private_key(settings.keys_dir, "shipping")),
                 "--gateway-key",
                 str(settings.signing_public_key_path),
                 "--topic",

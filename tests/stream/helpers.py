@@ -123,6 +123,7 @@ class Worker:
         self.extra_env = extra_env or {}
         self.log_path = env.dir / f"{log_name}.log"
         self.faults = faults
+        self.port = int(self.extra_env.get("GATEWAY_WEB_PORT", env.settings.web_port))
         self.proc: subprocess.Popen[bytes] | None = None
 
     def command(self) -> tuple[list[str], dict[str, str]]:
@@ -160,7 +161,7 @@ class Worker:
 
     def health(self) -> dict[str, Any] | None:
         try:
-            url = f"http://127.0.0.1:{self.env.settings.web_port}/health"
+            url = f"http://127.0.0.1:{self.port}/health"
             with urllib.request.urlopen(url, timeout=1) as r:
                 return orjson.loads(r.read())  # type: ignore[no-any-return]
         except OSError:

@@ -199,7 +199,7 @@ def test_killing_the_worker_loses_nothing_and_leaves_nothing_unlogged(
     assert not rep.pending, describe(result)
     assert rep.of("lost") == [] and rep.of("unlogged") == [] and rep.of("unledgered") == []
     # Every expected disclosure reached its agent, every record the ledger.
-    assert rep.counts["expected_messages"] > 0
+    assert rep.counts["expected_messages"] > 0, (rep.counts, describe(result))
     assert rep.counts["ledger"] >= rep.counts["expected_records"]
     # Crashes mid-batch re-deliver: seen as duplicates, never as gaps.
     assert rep.duplicates["disclosure_topic"] > 0, describe(result)
