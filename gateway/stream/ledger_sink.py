@@ -85,6 +85,10 @@ class SinkBatch:
     appended: int = 0
     duplicates: int = 0
     control: int = 0
+    # The workers' control messages (MAC verified, a known HEADER_KIND, e.g. erasure
+    # requests), in the order read: for the caller to act on once ``process`` returned,
+    # when every record of the batch (those before each request included) is in the log.
+    controls: list[SinkMessage] = field(default_factory=list)
     # Newly quarantined (a position quarantined before, read again, is not in here).
     quarantined: list[Quarantined] = field(default_factory=list)
 
@@ -125,6 +129,7 @@ class LedgerSink:
             kind = header(m.headers, HEADER_KIND)
             if kind in CONTROL_KINDS:
                 out.control += 1
+                out.controls.append(m)
                 continue
             try:
                 if kind is not None:
