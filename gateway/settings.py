@@ -120,6 +120,12 @@ class Settings(BaseSettings):
     )
     checkpoint_every: int = Field(1000, ge=1, description="Records between signed checkpoints.")
     retention_days: int | None = Field(None, ge=1)
+    sink_stall_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="The ledger sink counts as stalled (health 503) when records wait on the"
+        " disclosure topic and it made no progress for this many seconds.",
+    )
 
     # --- log trust (log checkpoints, witnesses) -------------------------------------------
     log_origin: str = Field(

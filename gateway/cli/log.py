@@ -52,6 +52,7 @@ from gateway.ledger import access, render
 from gateway.ledger.location import locate_record
 from gateway.ledger.manual import DisclosureRequest, recorder_from_settings
 from gateway.ledger.proofs import build_proof, verify_bundle
+from gateway.ledger.quarantine import REASONS, count_quarantined, list_quarantined
 from gateway.ledger.query import RecordFilter, iter_records, list_records
 from gateway.ledger.reports import (
     agent_report,
@@ -823,3 +824,77 @@ def report_shine(
     with access.open_ledger(settings_from(keys_dir=keys_dir, db=db)) as store:
         rep = shine_the_light_report(store, year or datetime.now(UTC).year - 1)
     _emit(render.shine_the_light_document(rep), fmt, rep.to_dict(), out)
+
+
+@log.command("quarantine")
+@_ledger_options
+@click.option(
+    "--reason",
+    "reasons",
+    multiple=True,
+    type=click.Choice(REASONS),
+    help="Only these reasons (repeatable).",
+)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@_format_option(("table", "json"))
+@_out_option
+def quarantine_cmd(
+    db: str | None,
+    keys_dir: Path | None,
+    reasons: tuple[str, ...],
+    limit: int,
+    fmt: str,
+    out: Path | None,
+) -> None:
+    """Messages the ledger sink read from the disclosure topic and did not log, newest
+    first: unsigned or bad_mac (not written by a gateway worker: only their digest and
+    size are kept), malformed (not a record), unstorable (the store rejected the record;
+    its body is kept). None of them is in the log. The JSON holds the kept bodies too."""
+    with access.open_ledger(settings_from(keys_dir=keys_dir, db=db)) as store:
+        counts = count_quarantined(store)
+        entries = list_quarantined(store, reasons=reasons, limit=limit)
+    total = sum(counts.values())
+    doc = render.Document(
+        "Quarantined messages (not in the log)",
+        facts=[
+            ("total", str(total)),
+            *[(reason, str(counts.get(reason, 0))) for reason in REASONS],
+            (
+                "shown",
+                f"{len(entries)} (newest first{', --limit' if total > len(entries) else ''})",
+            ),
+        ],
+        sections=[
+            render.Section(
+                "Messages",
+                [
+                    "quarantined",
+                    "reason",
+                    "topic",
+                    "partition",
+                    "offset",
+                    "record_id",
+                    "bytes",
+                    "sha256",
+                    "error",
+                ],
+                [
+                    [
+                        render.short(e.quarantined_at.replace(tzinfo=UTC)),
+                        e.reason,
+                        e.topic,
+                        str(e.partition),
+                        str(e.offset),
+                        render.text(e.record_id),
+                        str(e.value_size),
+                        e.value_sha256[:16],
+                        e.error,
+                    ]
+                    for e in entries
+                ],
+                optional=("sha256", "topic", "bytes", "record_id"),
+            )
+        ],
+    )
+    data = {"counts": counts, "total": total, "messages": [e.to_dict() for e in entries]}
+    _emit(doc, fmt, data, out)

@@ -34,10 +34,35 @@ if TYPE_CHECKING:
 @policy_option
 @keys_dir_option
 def run_cmd(role: Role, loglevel: str, policy: Path | None, keys_dir: Path | None) -> None:
-    """Run a worker against the broker in GATEWAY_BOOTSTRAP_SERVERS."""
+    """Run a worker against the broker in GATEWAY_BOOTSTRAP_SERVERS.
+
+    Waits up to 120 s for the broker, saying every 5 s what it waits for; the worker's
+    /health/live and /health/ready pages tell when it is up and when it is ready."""
+    from gateway.kafka.admin import wait_for_broker
+    from gateway.kafka.clients import kafka_python_security
     from gateway.stream.worker import run
 
-    run(settings_from(policy, keys_dir), role, loglevel)
+    settings = settings_from(policy, keys_dir)
+    if settings.bootstrap_servers:
+        # Before faust starts (its logging is not set up yet): straight to stderr, so an
+        # unreachable broker is reported within seconds rather than after the timeout.
+        wait_for_broker(
+            settings.bootstrap_servers,
+            timeout=BROKER_WAIT_SECONDS,
+            security=kafka_python_security(settings),
+            report=lambda message: click.echo(f"gateway run: {message}", err=True),
+        )
+        base = f"http://{settings.web_host}:{settings.web_port}"
+        click.echo(
+            f"gateway run: the broker at {settings.bootstrap_servers} answers; starting the"
+            f" {role} worker (live: {base}/health/live, ready: {base}/health/ready)",
+            err=True,
+        )
+    run(settings, role, loglevel)
+
+
+# How long `gateway run` waits for the broker before giving up.
+BROKER_WAIT_SECONDS = 120.0
 
 
 @click.command("demo")

@@ -43,7 +43,7 @@ import logging
 import re
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -81,16 +81,34 @@ def _split_bootstrap(bootstrap: str) -> list[tuple[str, int]]:
     return addresses
 
 
-def _tcp_reachable(bootstrap: str, timeout: float) -> bool:
+def _why(exc: OSError) -> str:
+    """A connection error in a few words."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, socket.gaierror):
+        return "unknown host"
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _unreachable(bootstrap: str, timeout: float) -> str | None:
+    """None if some bootstrap address accepts a TCP connection, else why none does."""
     # kafka-python logs at ERROR level on every refused connection, so while nothing
     # listens yet we ask the socket layer first and keep the logs readable.
-    for host, port in _split_bootstrap(bootstrap):
+    reasons: list[str] = []
+    addresses = _split_bootstrap(bootstrap)
+    for host, port in addresses:
         try:
             with socket.create_connection((host, port), timeout=timeout):
-                return True
-        except OSError:
-            continue
-    return False
+                return None
+        except OSError as exc:
+            reasons.append(_why(exc) if len(addresses) == 1 else f"{host}:{port} {_why(exc)}")
+    return "; ".join(reasons)
+
+
+def _tcp_reachable(bootstrap: str, timeout: float) -> bool:
+    return _unreachable(bootstrap, timeout) is None
 
 
 def _timeout_ms(seconds: float) -> int:
@@ -134,8 +152,9 @@ def probe_broker(
     """
     timeout = max(timeout, 0.1)
     deadline = time.monotonic() + timeout
-    if not _tcp_reachable(bootstrap, timeout=min(timeout, 1.0)):
-        raise BrokerError(f"nothing accepts connections at {bootstrap}")
+    why = _unreachable(bootstrap, timeout=min(timeout, 1.0))
+    if why is not None:
+        raise BrokerError(f"nothing accepts connections at {bootstrap} ({why})")
     with admin_client(bootstrap, max(0.1, deadline - time.monotonic()), security) as admin:
         try:
             cluster = admin.describe_cluster()
@@ -146,25 +165,48 @@ def probe_broker(
 
 
 def wait_for_broker(
-    bootstrap: str, timeout: float = 30.0, security: Mapping[str, Any] | None = None
+    bootstrap: str,
+    timeout: float = 30.0,
+    security: Mapping[str, Any] | None = None,
+    *,
+    report: Callable[[str], None] | None = None,
+    report_every: float = 5.0,
 ) -> None:
     """Retry :func:`probe_broker` until the broker answers or ``timeout`` seconds pass.
 
     For start-up: a broker that is still starting, restarting or briefly unreachable is
-    waited for rather than treated as a configuration error.
+    waited for rather than treated as a configuration error. While it waits it says so,
+    at once and then every ``report_every`` seconds, through ``report`` (default: a
+    warning in this module's log): what it waits for, why it is not there yet and what to
+    check, so that a worker pointed at the wrong address does not sit silent.
     """
     _split_bootstrap(bootstrap)  # a malformed address never becomes reachable: fail now
+    say = report if report is not None else log.warning
     deadline = time.monotonic() + timeout
+    next_report = time.monotonic()
     last_error: Exception | None = None
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             break
-        try:
-            probe_broker(bootstrap, timeout=min(remaining, 5.0), security=security)
-            return
-        except BrokerError as exc:
-            last_error = exc
+        why = _unreachable(bootstrap, timeout=min(remaining, 1.0))
+        if why is None:
+            try:
+                probe_broker(bootstrap, timeout=min(remaining, 5.0), security=security)
+                return
+            except BrokerError as exc:
+                last_error = exc
+                detail = f"not answering as a Kafka broker: {exc}"
+        else:
+            last_error = BrokerError(f"nothing accepts connections at {bootstrap} ({why})")
+            detail = f"unreachable: {why}"
+        now = time.monotonic()
+        if now >= next_report and deadline - now > 0:
+            say(
+                f"waiting for the Kafka broker at {bootstrap} ({detail}) -- is it running?"
+                f" set GATEWAY_BOOTSTRAP_SERVERS (giving up in {deadline - now:.0f} s)"
+            )
+            next_report = now + report_every
         time.sleep(min(_POLL_INTERVAL * 2, max(0.0, deadline - time.monotonic())))
     raise BrokerError(
         f"Kafka broker at {bootstrap} did not answer within {timeout:.1f} s "

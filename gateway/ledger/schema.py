@@ -151,6 +151,38 @@ key_history = sa.Table(
 )
 
 
+# Messages the ledger sink read from the disclosure topic and did not log: forged (no
+# valid worker MAC), not a record, or a record the store could not take. Never part of the
+# Merkle log (nothing here is sealed, hashed or checkpointed); one row per topic position,
+# so a replay after a restart finds the row and adds nothing. What is kept of the message
+# itself is decided by the sink (gateway.ledger.quarantine): the bytes only of what a
+# worker wrote (a MAC that verifies), else their digest and size.
+quarantine = sa.Table(
+    "ledger_quarantine",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("topic", sa.String(255), nullable=False),
+    sa.Column("kafka_partition", sa.Integer, nullable=False),
+    sa.Column("kafka_offset", sa.BigInteger, nullable=False),
+    # unsigned | bad_mac | malformed | unstorable (gateway.ledger.quarantine.REASONS)
+    sa.Column("reason", sa.String(32), nullable=False),
+    sa.Column("error", sa.Text, nullable=False),
+    # The record id the message claims, when it parses as a record (a forged one's claim is
+    # only a claim: kept to find what it tried to plant).
+    sa.Column("record_id", sa.String(64), nullable=True),
+    sa.Column("mac_ok", sa.Boolean, nullable=False),
+    sa.Column("value_sha256", sa.String(64), nullable=False),
+    sa.Column("value_size", sa.BigInteger, nullable=False),
+    sa.Column("key_sha256", sa.String(64), nullable=True),
+    sa.Column("body", sa.Text, nullable=True),  # only with mac_ok (see above)
+    sa.Column("quarantined_at", sa.DateTime, nullable=False),
+    sa.UniqueConstraint(
+        "topic", "kafka_partition", "kafka_offset", name="uq_ledger_quarantine_position"
+    ),
+    sa.Index("ix_ledger_quarantine_reason", "reason", "quarantined_at"),
+)
+
+
 def _v1_initial(conn: Connection) -> None:
     metadata.create_all(conn, tables=[shards, prunes, records, terms, checkpoints])
 
@@ -159,10 +191,15 @@ def _v2_log_trust(conn: Connection) -> None:
     metadata.create_all(conn, tables=[log_checkpoints, cosignatures, key_history])
 
 
+def _v3_quarantine(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[quarantine])
+
+
 # Append only: a released migration is never edited, a change is a new entry.
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial tables", _v1_initial),
     (2, "log checkpoints, cosignatures, key history", _v2_log_trust),
+    (3, "sink quarantine", _v3_quarantine),
 ]
 LATEST = MIGRATIONS[-1][0]
 

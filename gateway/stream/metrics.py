@@ -78,11 +78,36 @@ LEDGER_APPENDED = Counter(
 )
 LEDGER_MALFORMED = Counter(
     "gateway_ledger_malformed_total",
-    "Messages on the disclosure topic that are not records (skipped)",
+    "Messages on the disclosure topic that are not records (quarantined, reason malformed)",
     registry=REGISTRY,
 )
 LEDGER_DUPLICATES = Counter(
     "gateway_ledger_duplicates_total",
     "Records already in the store (replays after a restart)",
+    registry=REGISTRY,
+)
+LEDGER_QUARANTINED = Counter(
+    "gateway_ledger_quarantined_total",
+    "Messages on the disclosure topic the sink quarantined instead of logging, by reason:"
+    " unsigned or bad_mac (not written by a worker), malformed (not a record), unstorable"
+    " (the store rejected the record)",
+    ["reason"],
+    registry=REGISTRY,
+)
+LEDGER_RETRIES = Counter(
+    "gateway_ledger_retries_total",
+    "Batches the sink retried because the store could not take them (down, locked, or the"
+    " log altered behind the gateway)",
+    registry=REGISTRY,
+)
+SINK_LAG = Gauge(
+    "gateway_ledger_sink_lag",
+    "Messages on the disclosure topic the sink has not dealt with yet, per partition",
+    ["partition"],
+    registry=REGISTRY,
+)
+SINK_STALLED = Gauge(
+    "gateway_ledger_sink_stalled",
+    "1 while the sink has messages waiting and made no progress for GATEWAY_SINK_STALL_SECONDS",
     registry=REGISTRY,
 )
