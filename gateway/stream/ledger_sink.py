@@ -28,6 +28,7 @@ from typing import Any, Final, cast
 import faust
 import orjson
 
+from gateway.erasure import HEADER_KIND, ErasureRequest, is_erasure_request
 from gateway.integrity import HEADER_MAC, WorkerMac, header
 from gateway.ledger.quarantine import (
     Quarantined,
@@ -41,7 +42,8 @@ from gateway.records import DecisionRecord
 from gateway.runtime import Core
 from gateway.settings import Settings
 from gateway.stream import metrics
-from gateway.stream.protocol import HEADER_KIND
+from gateway.stream.notices import ErasureNotifier, Item
+from gateway.stream.sender import BatchSender
 
 log = logging.getLogger("gateway.stream")
 
@@ -127,11 +129,13 @@ class LedgerSink:
                 )
                 continue
             kind = header(m.headers, HEADER_KIND)
-            if kind in CONTROL_KINDS:
-                out.control += 1
-                out.controls.append(m)
-                continue
             try:
+                if kind in CONTROL_KINDS:
+                    # Checked here, so that whoever acts on it gets a valid request.
+                    ErasureRequest.from_json(m.value)
+                    out.control += 1
+                    out.controls.append(m)
+                    continue
                 if kind is not None:
                     raise ValueError(f"unknown message kind {kind[:40]!r}")
                 rec = DecisionRecord.from_json(m.value)
@@ -284,6 +288,19 @@ def add_ledger_sink(
         origin=settings.log_origin,
     )
     sink = LedgerSink(store, WorkerMac(worker_key))
+    # Erasure notices need the policy, the agents' keys and the sealers: the core. (A sink
+    # started without one -- a tool, a test -- logs requests and sends nothing.)
+    notifier = None
+    if core is not None:
+        sender = BatchSender(app)
+
+        async def send(items: Sequence[Item], what: str) -> None:
+            await sender.send(items, what=what)
+
+        async def log_records(records: Sequence[DecisionRecord], shard: int) -> None:
+            await asyncio.to_thread(store.append, list(records), shard)
+
+        notifier = ErasureNotifier(core.pipeline, store, send, log_records)
     progress = SinkProgress(settings.disclosure_topic, settings.sink_stall_seconds)
     source = app.topic(
         settings.disclosure_topic,
@@ -323,6 +340,13 @@ def add_ledger_sink(
         async for events in cast(faust.Stream, stream).noack_take(1000, within=0.05):
             messages = [SinkMessage.of(e.message) for e in events]
             result = await process(messages)
+            # Every record of the batch is in the log now, those before each erasure
+            # request included: its notices can be built (and are sent before the batch
+            # is acknowledged, so a crash sends them again, under the same ids).
+            for control in result.controls:
+                if notifier is not None and is_erasure_request(control.headers):
+                    request = ErasureRequest.from_json(control.value)
+                    await notifier.notify(request, control.partition)
             metrics.LEDGER_DUPLICATES.inc(result.duplicates)
             metrics.LEDGER_APPENDED.inc(result.appended)
             for q in result.quarantined:

@@ -8,10 +8,10 @@ subject's records and under the same key, so on the same partition and in order 
 :mod:`gateway.stream.protocol`). The sink appends the records before it in the log, then
 hands the request here: the subject's disclosures are read from the log, each agent that
 received something gets its notice (:meth:`gateway.pipeline.Pipeline.erasure_outputs`),
-and the notices are sent as everything else is -- their records first (to the disclosure
-topic, with the worker MAC, whence the sink appends them like any record), then the sealed
-notices to the agent topics. A crash in between sends them again under the same ids:
-agents recognise the duplicate.
+and the notices are sent as everything else is -- their records first (appended to the log
+by the sink itself, in the request's shard: the sink needs no right to write the
+disclosure topic), then the sealed notices to the agent topics. A crash in between sends
+them again under the same ids: the log and the agents recognise the duplicate.
 
 Disclosures made outside the stream (``gateway log record-disclosure``) name recipients
 that are not agents of the policy; they are not notified here (their recipients are
@@ -25,7 +25,6 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from gateway.erasure import ErasureRequest
-from gateway.integrity import HEADER_MAC, WorkerMac
 from gateway.ledger.query import RecordFilter, iter_records
 from gateway.ledger.store import LedgerStore
 from gateway.pipeline import Pipeline
@@ -37,6 +36,8 @@ log = logging.getLogger("gateway.stream")
 # One output message: (topic, key, value, headers); sent until the broker acknowledged it.
 Item = tuple[str, bytes | None, bytes, list[tuple[str, bytes]] | None]
 Send = Callable[[Sequence[Item], str], Awaitable[None]]
+# Appends records to the log (in the shard of the request they answer); returns once durable.
+Log = Callable[[Sequence[DecisionRecord], int], Awaitable[None]]
 
 
 class ErasureNotifier:
@@ -47,33 +48,26 @@ class ErasureNotifier:
         pipeline: Pipeline,
         store: LedgerStore,
         send: Send,
-        *,
-        disclosure_topic: str,
-        mac: WorkerMac,
+        log_records: Log,
     ):
         self.pipeline = pipeline
         self.store = store
         self.send = send
-        self.disclosure_topic = disclosure_topic
-        self.mac = mac
+        self.log_records = log_records
 
     def held(self, request: ErasureRequest) -> list[DecisionRecord]:
         """The subject's records in the log, under every pseudonym period's reference."""
         flt = RecordFilter(subject_refs=tuple(request.subject_refs))
         return list(iter_records(self.store, flt))
 
-    async def notify(self, request: ErasureRequest) -> int:
-        """Send ``request``'s notices: records first, then the sealed notices. Returns how
-        many agents were notified."""
+    async def notify(self, request: ErasureRequest, shard: int) -> int:
+        """Send ``request`` 's notices: their records into the log (``shard``: the
+        request's partition), then the sealed notices. Returns how many agents were
+        notified."""
         held = await asyncio.to_thread(self.held, request)
         out = self.pipeline.erasure_outputs(request, held)
-        records: list[Item] = []
-        for r in out.records:
-            value = r.to_json()
-            headers = [("record_id", r.record_id.encode()), (HEADER_MAC, self.mac.record(value))]
-            records.append((self.disclosure_topic, r.subject_ref.encode(), value, headers))
-        if records:
-            await self.send(records, "erasure notice records")
+        if out.records:
+            await self.log_records(out.records, shard)
         notices: list[Item] = [
             (m.topic, m.key, m.value, [("disclosure_id", m.disclosure_id.encode())])
             for m in out.messages

@@ -40,7 +40,8 @@ def required_topics(settings: Settings, core: Core | None) -> dict[str, int]:
 def prepare(settings: Settings, role: Role = "all") -> tuple[Core | None, dict[str, int]]:
     """Everything that can fail at start-up, before faust starts: policy, keys, broker,
     topics. Raises a GatewayError naming the problem."""
-    core = build_core(settings) if role in ("all", "gateway") else None
+    # Every role needs the core: the gateway decides, the sink seals erasure notices.
+    core = build_core(settings)
     if not settings.bootstrap_servers:
         from gateway.errors import ConfigError
 

@@ -6,14 +6,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from gateway.consent import ConsentState
 from gateway.dev.samples import scenario
 from gateway.erasure import ErasureRequest
-from gateway.integrity import HEADER_MAC, WorkerMac
 from gateway.ledger import open_store
+from gateway.ledger.query import iter_records
 from gateway.records import DecisionRecord
 from gateway.runtime import Core
 from gateway.sdk.reader import AgentReader
@@ -33,27 +34,30 @@ def test_notices_go_to_each_agent_that_received_the_subject_records_first(
             request = out.erasure_request
             break
     assert request is not None, "the scenario erases a customer"
-    sent: list[tuple[str, list[Item]]] = []
+    sent: list[tuple[str, list[Any]]] = []
 
     async def send(items: Sequence[Item], what: str) -> None:
         sent.append((what, list(items)))
 
-    mac = WorkerMac(core.worker_key)
     with open_store(f"sqlite:///{tmp_path / 'ledger.db'}", signer=core.signing_key) as store:
         store.append(logged)
-        notifier = ErasureNotifier(
-            core.pipeline, store, send, disclosure_topic="t.disclosures", mac=mac
-        )
-        n = asyncio.run(notifier.notify(request))
+
+        async def log_records(records: Sequence[DecisionRecord], shard: int) -> None:
+            sent.append(("records", list(records)))
+            store.append(list(records), shard)
+
+        notifier = ErasureNotifier(core.pipeline, store, send, log_records)
+        n = asyncio.run(notifier.notify(request, 0))
+        in_log = {r.record_id for r in iter_records(store)}
     # Exactly the agents that were disclosed something about the subject.
     refs = set(request.subject_refs)
     told = {r.agent for r in logged if r.subject_ref in refs and r.outcome == "disclosed"}
     assert told and n == len(told)
-    (what1, records), (what2, notices) = sent
-    assert what1 == "erasure notice records" and what2 == "erasure notices"
-    assert {orjson.loads(v)["agent"] for _, _, v, _ in records} == told
-    for topic, _, value, headers in records:  # records carry the worker MAC: the sink logs them
-        assert topic == "t.disclosures" and mac.record_ok(value, dict(headers or ())[HEADER_MAC])
+    (what1, records), (what2, notices) = sent  # the records are in the log first
+    assert what1 == "records" and what2 == "erasure notices"
+    assert {r.agent for r in records} == told
+    assert {r.outcome for r in records} == {"erasure_notice"}
+    assert {r.record_id for r in records} <= in_log
     # Each notice opens for its agent and lists that agent's disclosures of the subject.
     for topic, _, value, _ in notices:
         agent = next(a for a, spec in core.policy.agents.items() if spec.topic == topic)

@@ -20,6 +20,7 @@ from kafka import KafkaProducer
 
 from gateway.cli import main
 from gateway.dev.samples import scenario
+from gateway.erasure import ErasureRequest
 from gateway.integrity import HEADER_MAC, WorkerMac
 from gateway.ledger import open_store, verify_log
 from gateway.records import DecisionRecord
@@ -97,7 +98,15 @@ def test_poison_and_forged_records_are_quarantined_and_the_sink_carries_on(env: 
     add("bad_mac", 0, forged, [(HEADER_MAC, other.record(forged))])
     add("malformed", 1 % parts, b"not a record", signed(b"not a record"))
     # A worker's control message (an erasure request) is not for the log, nor forged.
-    control = b'{"kind":"erasure_request"}'
+    control = ErasureRequest(
+        event_id="erase-1",
+        event_fp="0" * 64,
+        requested_at="2026-03-02T12:00:00Z",
+        subject_type="consumer",
+        subject_refs=["ref-nobody"],
+        agent_subjects={},
+        policy_version=env.core.pipeline.policy_version,
+    ).to_json()
     items.append((0, b"ref", control, [(HEADER_KIND, b"erasure_request"), *signed(control)]))
     for i, rec in enumerate(good):
         value = rec.to_json()
