@@ -93,6 +93,30 @@ class Env:
         states: dict[str, ConsentState] = {}
         return [self.core.pipeline.process(raw, states, verify=False) for raw in lines]
 
+    def expected_with_notices(self, lines: list[bytes]) -> list[EventResult]:
+        """:meth:`expected`, with each erasure request answered by its notices (records
+        and messages) as the ledger sink answers it, from the records so far."""
+        states: dict[str, ConsentState] = {}
+        log: list[DecisionRecord] = []
+        out = []
+        for raw in lines:
+            got = self.core.pipeline.process(raw, states, verify=False)
+            log += got.records
+            if got.erasure_request is not None:
+                notices = self.core.pipeline.erasure_outputs(got.erasure_request, log)
+                log += notices.records
+                got.records += notices.records
+                got.messages += notices.messages
+            out.append(got)
+        return out
+
+    def ledger_records(self) -> list[DecisionRecord]:
+        """What the ledger holds now."""
+        from gateway.ledger import list_records, open_store
+
+        with open_store(self.settings.ledger_url, create=False) as store:
+            return list(list_records(store, limit=None))
+
     def records(self) -> list[DecisionRecord]:
         return read_decision_records(
             self.settings.bootstrap_servers, self.settings.disclosure_topic, quiet=READ_QUIET
