@@ -86,3 +86,22 @@ LEDGER_DUPLICATES = Counter(
     "Records already in the store (replays after a restart)",
     registry=REGISTRY,
 )
+
+AGGREGATES_EMITTED = Counter(
+    "gateway_aggregates_emitted_total",
+    "Aggregate tables (window revisions) emitted to aggregate-only agents",
+    ["agent"],
+    registry=REGISTRY,
+)
+AGGREGATE_REJECTED = Counter(
+    "gateway_aggregate_rejected_total",
+    "Messages on the aggregates topic ignored by the combiner: no valid worker MAC (forged)",
+    registry=REGISTRY,
+)
+AGGREGATE_IGNORED = Counter(
+    "gateway_aggregate_ignored_total",
+    "Partials for windows the combiner had already closed (a partition counted as idle"
+    " resumed with events for them)",
+    ["agent"],
+    registry=REGISTRY,
+)
