@@ -193,6 +193,7 @@ def test_a_random_mix_gives_the_replays_aggregates(env: Env) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_a_bigger_random_mix_gives_the_replays_aggregates(env_factory: Any) -> None:
     env = env_factory(partitions=6)
     lines = [orjson.dumps(e) for e in random_events(10_000, seed=15, customers=2000)]
@@ -200,6 +201,7 @@ def test_a_bigger_random_mix_gives_the_replays_aggregates(env_factory: Any) -> N
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_two_workers_and_a_sigkill_mid_window_give_the_replays_aggregates(
     env_factory: Any,
 ) -> None:
@@ -227,7 +229,7 @@ def test_two_workers_and_a_sigkill_mid_window_give_the_replays_aggregates(
         survivor = a if victim is b else b
         victim.kill()
         publish(env, lines[2500:])
-        received = wait_equal(env, want, 400, [survivor, victim])
+        received = wait_equal(env, want, 300, [survivor, victim])
     finally:
         a.stop()
         b.stop()
