@@ -304,7 +304,7 @@ class KafkaTopicReader:
     """A group-less consumer of the aggregates topic's one partition, from the start."""
 
     def __init__(
-        self, bootstrap: str, topic: str, security: dict[str, Any] | None = None, quiet: float = 0.5
+        self, bootstrap: str, topic: str, security: dict[str, Any] | None = None, quiet: float = 2.0
     ):
         self.bootstrap = bootstrap
         self.topic = topic
@@ -312,7 +312,8 @@ class KafkaTopicReader:
         self.quiet = quiet
         self.consumer: Any = None
         self.end: int = 0
-        self.last_data = 0.0
+        self.empty = False
+        self.reached_at: float | None = None
 
     async def start(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -328,7 +329,6 @@ class KafkaTopicReader:
         self.consumer.assign([self.tp])
         await self.consumer.seek_to_beginning(self.tp)
         self.end = (await self.consumer.end_offsets([self.tp]))[self.tp]
-        self.last_data = time.monotonic()
 
     async def stop(self) -> None:
         if self.consumer is not None:
@@ -338,15 +338,19 @@ class KafkaTopicReader:
     async def fetch(self) -> list[tuple[bytes | None, bytes | None, Any]]:
         got = await self.consumer.getmany(timeout_ms=200, max_records=5000)
         out = [(m.key, m.value, m.headers) for ms in got.values() for m in ms]
-        if out:
-            self.last_data = time.monotonic()
+        self.empty = not out
         return out
 
     async def at_end(self) -> bool:
-        # Fetched until the broker had nothing more for a while after the reported end
-        # (ListOffsets alone under-reports on some brokers; see consent_store).
-        pos = await self.consumer.position(self.tp)
-        return bool(pos >= self.end and time.monotonic() - self.last_data >= self.quiet)
+        # Past the reported end, and then either a fetch found nothing, or `quiet`
+        # seconds went by (the workers may never pause): ListOffsets alone under-reports
+        # on some brokers (see consent_store).
+        if await self.consumer.position(self.tp) < self.end:
+            return False
+        now = time.monotonic()
+        if self.reached_at is None:
+            self.reached_at = now
+        return self.empty or now - self.reached_at >= self.quiet
 
 
 class CombinerService:
