@@ -198,6 +198,10 @@ class AggregateBatch:
     owner: WorkerAggregation
     # (partition, agent) -> the windows the batch changed
     touched: dict[tuple[int, str], set[tuple[int, int]]] = field(default_factory=dict)
+    # (partition, agent) -> the aggregator the batch added to. Kept: if the partition is
+    # revoked or restored while the batch is out, step 6 must still write what THIS
+    # batch counted (its markers go out too), not a rebuilt aggregator's windows.
+    used: dict[tuple[int, str], Aggregator] = field(default_factory=dict)
 
     def event(
         self, partition: int, occurred_at: datetime, contributions: Iterable[Contribution]
@@ -207,6 +211,7 @@ class AggregateBatch:
         aggs = self.owner.aggregators(partition)
         by_agent = {c.agent: c for c in contributions}
         for agent, agg in aggs.items():
+            self.used[(partition, agent)] = agg
             windows = self.touched.setdefault((partition, agent), set())
             c = by_agent.get(agent)
             if c is not None:
@@ -224,7 +229,7 @@ class AggregateBatch:
         topic_items: list[Item] = []
         changelog: list[tuple[Item, int]] = []
         for (partition, agent), windows in sorted(self.touched.items()):
-            agg = owner.aggregators(partition)[agent]
+            agg = self.used[(partition, agent)]
             if agg.watermark is None:
                 continue
             live = {w: agg.windows[w] for w in windows if w in agg.windows}

@@ -218,7 +218,8 @@ def test_two_workers_and_a_sigkill_mid_window_give_the_replays_aggregates(
     env = env_factory(partitions=4)
     lines = [orjson.dumps(e) for e in random_events(4000, seed=16, customers=800)]
     want = replay_final(env, lines)
-    idle = {"GATEWAY_AGGREGATE_IDLE_SECONDS": "25"}
+    # (unbuffered: the test reads who holds partition 0 from the logs)
+    idle = {"GATEWAY_AGGREGATE_IDLE_SECONDS": "25", "PYTHONUNBUFFERED": "1"}
     a = Worker(env, extra_env=idle, log_name="a").start()
     b = Worker(
         env, extra_env={**idle, "GATEWAY_WEB_PORT": str(env.settings.web_port + 1)}, log_name="b"

@@ -197,6 +197,7 @@ def test_the_combiner_restores_from_its_topic_and_emits_nothing_twice(core: Core
         async def stop(self) -> None: ...
 
         async def fetch(self) -> list[tuple[Any, Any, Any]]:
+            await asyncio.sleep(0.001)  # as a broker's fetch does, it waits
             out, self.items = self.items, []
             return out
 
@@ -247,3 +248,31 @@ def test_the_combiner_restores_from_its_topic_and_emits_nothing_twice(core: Core
         return [header(s.headers, "record_id") for s in sent if s.topic == DISCLOSURES]
 
     assert ids(b3.acked) == ids(records)
+
+
+def test_a_batch_whose_partitions_are_restored_meanwhile_writes_what_it_counted(
+    core: Core,
+) -> None:
+    """The batch's markers go out for every partition it read; so must the partials of
+    what it counted, even if its partitions were revoked and restored while it was out
+    (a rebalance keeping them here): else a restore skips those events by the markers,
+    and their contributions are lost."""
+    messages = traffic_messages()
+    clean = AggHarness(core)
+    clean.run(messages)
+    want = combined(clean.partials_acked(), core)
+
+    h = AggHarness(core)
+    rebalanced = False
+
+    async def rebalance(kind: str) -> None:
+        nonlocal rebalanced
+        if kind == "log" and not rebalanced:
+            rebalanced = True
+            h.consent.revoke([0, 1])
+            await h.consent.restore([0, 1])
+
+    h.broker.before = rebalance
+    h.run(messages)
+    assert rebalanced
+    assert combined(h.partials_acked(), core) == want
