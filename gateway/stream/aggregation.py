@@ -13,9 +13,10 @@ keeps the ``#agg`` entries it read), dropped when it is revoked (the store's gen
 changes, so the next batch builds them again from the changelog). In step 3 each decided
 event advances the partition's watermark and adds its contributions. In step 6:
 
-a. the partials the batch changed and a heartbeat per (agent, partition) with the
-   partition's watermark go to the *aggregates topic* (below), acknowledged;
-b. then, in the same changelog send as the batch's consent changes and BEFORE the
+a. with the batch's agent messages (step 5), the partials the batch changed and a
+   heartbeat per (agent, partition) with the partition's watermark go to the *aggregates
+   topic* (below), acknowledged;
+b. then, in step 6, in the same changelog send as the batch's consent changes and BEFORE the
    progress markers: each changed open window's partial (key ``#agg:AGENT:SIZE:START``),
    the partition's watermark (``#agg:AGENT``), and a tombstone for each window the
    aggregator expired (past end + grace: its last partial went out in (a) already), each
@@ -202,6 +203,7 @@ class AggregateBatch:
     # revoked or restored while the batch is out, step 6 must still write what THIS
     # batch counted (its markers go out too), not a rebuilt aggregator's windows.
     used: dict[tuple[int, str], Aggregator] = field(default_factory=dict)
+    _outputs: tuple[list[Item], list[tuple[Item, int]]] | None = None
 
     def event(
         self, partition: int, occurred_at: datetime, contributions: Iterable[Contribution]
@@ -224,7 +226,13 @@ class AggregateBatch:
 
     def outputs(self, cl_topic: str) -> tuple[list[Item], list[tuple[Item, int]]]:
         """Step 6: (the aggregates topic's messages, the entries for the changelog topic
-        ``cl_topic`` with their partitions). Expires the windows past end + grace."""
+        ``cl_topic`` with their partitions). Expires the windows past end + grace; made
+        once per batch (steps 5 and 6 each take their part)."""
+        if self._outputs is None:
+            self._outputs = self._make_outputs(cl_topic)
+        return self._outputs
+
+    def _make_outputs(self, cl_topic: str) -> tuple[list[Item], list[tuple[Item, int]]]:
         owner = self.owner
         topic_items: list[Item] = []
         changelog: list[tuple[Item, int]] = []

@@ -21,13 +21,13 @@ step starts, so whatever a crash interrupts, what is durable is a prefix of the 
    :mod:`gateway.stream.aggregation`).
 4. **Log**: every decision record to the disclosure topic, dead letters to theirs, and
    the events set aside to the re-partition topic, each to its customer's partition.
-5. **Disclose**: the sealed agent messages to the agent topics. No agent message exists
+5. **Disclose**: the sealed agent messages to the agent topics, and the aggregate
+   partials the batch changed, with its partitions' watermarks, to the aggregates topic
+   (for the combiner; in the same send, so no extra round trip). No agent message exists
    without its record.
-6. **Changelog**: the changed aggregate partials and the partitions' watermarks to the
-   aggregates topic (for the combiner); then the batch's consent changes, each to the
-   changelog partition of its subject, and its partitions' changed aggregate windows,
-   then per partition and source the applied marker (the last offset of the batch from
-   that partition and source).
+6. **Changelog**: the batch's consent changes, each to the changelog partition of its
+   subject, and its partitions' changed aggregate windows, then per partition and source
+   the applied marker (the last offset of the batch from that partition and source).
 7. **Acknowledge** the input events (offsets are committed after this), and take the
    consent changes into the table -- except for a partition revoked or restored while
    the batch was out (its *generation* changed): its state here is gone or re-read, so
@@ -442,8 +442,15 @@ class BatchProtocol(Generic[M]):
             for out in batch.outcomes
             for m in out.messages
         ]
+        partitions: list[int | None] | None = None
+        if batch.aggregates is not None:
+            to_combiner, _ = batch.aggregates.outputs(self.changelog_topic)
+            if to_combiner:
+                # The aggregates topic has one partition; the rest go by key.
+                partitions = [None] * len(items) + [0] * len(to_combiner)
+                items += to_combiner
         with _phase("disclose"):
-            await self.sender.send(items, what="agent messages")
+            await self.sender.send(items, partitions, what="agent messages")
 
     async def write_changelog(self, batch: Decided[M]) -> None:
         """Step 6: the consent changes, each to its subject's partition (the changelog is
@@ -451,19 +458,14 @@ class BatchProtocol(Generic[M]):
         applied markers, one per source the batch read from, last. Every entry carries a
         worker MAC: a restore ignores any other.
 
-        A batch that moved aggregate windows first sends their partials and its
-        partitions' watermarks to the aggregates topic (acknowledged), then writes the
-        windows to the changelog with the consent changes, before the markers: whatever a
-        marker covers, the combiner and a restore both have."""
+        A batch that moved aggregate windows sent their partials to the aggregates topic
+        in step 5 (acknowledged); their windows go to the changelog with the consent
+        changes, before the markers: whatever a marker covers, the combiner and a restore
+        both have."""
         topic = self.changelog_topic
         windows: list[tuple[Item, int]] = []
         if batch.aggregates is not None:
-            to_combiner, windows = batch.aggregates.outputs(topic)
-            if to_combiner:
-                with _phase("aggregates"):
-                    await self.sender.send(
-                        to_combiner, [0] * len(to_combiner), what="aggregate partials"
-                    )
+            _, windows = batch.aggregates.outputs(topic)
         if not batch.writes and not windows:
             return
         last = batch.last_offsets()
