@@ -11,13 +11,13 @@ aggregate agent for it, with the same lifetime as the partition's consent states
 from the consent changelog when the partition is restored (``ConsentStore.restore``
 keeps the ``#agg`` entries it read), dropped when it is revoked (the store's generation
 changes, so the next batch builds them again from the changelog). In step 3 each decided
-event advances the partition's watermark and adds its contributions. In step 6:
+event advances the partition's watermark and adds its contributions. Then:
 
 a. with the batch's agent messages (step 5), the partials the batch changed and a
    heartbeat per (agent, partition) with the partition's watermark go to the *aggregates
    topic* (below), acknowledged;
-b. then, in step 6, in the same changelog send as the batch's consent changes and BEFORE the
-   progress markers: each changed open window's partial (key ``#agg:AGENT:SIZE:START``),
+b. in step 6, in the same changelog send as the batch's consent changes and BEFORE
+   the progress markers: each changed open window's partial (key ``#agg:AGENT:SIZE:START``),
    the partition's watermark (``#agg:AGENT``), and a tombstone for each window the
    aggregator expired (past end + grace: its last partial went out in (a) already), each
    with a worker MAC like every changelog entry.
@@ -28,7 +28,10 @@ send); the aggregator's per-window event keys skip whatever a restored partial h
 the re-decided events count once, and the partials they produce are the same snapshots
 (same ``seq``) the combiner may have already seen from (a): latest-wins makes them
 harmless. A crash after the markers skips the events; their partials are durable in both
-places.
+places. A batch whose partitions are revoked or restored while it is out still writes
+the windows of the aggregators IT counted in (with its markers, as for consent): a new
+owner either restored before those writes (and decides the events again, getting the
+same partials) or after them (and skips the events, having the partials).
 
 **Combination** (:class:`CombinerService`). Partials, heartbeats and what the combiner
 emitted meet on the aggregates topic ``<app id>-aggregates``: ONE partition (so one
