@@ -63,7 +63,8 @@ class Settings(BaseSettings):
         description="Aggregate-only agents: a subject partition whose latest event time has "
         "not moved for this long counts as caught up, so it does not hold every window "
         "back (see gateway.stream.aggregation). Keep it well above a rebalance (session "
-        "timeout plus restore).",
+        "timeout plus restore) and above the longest a partition with a backlog waits for "
+        "its next batch.",
     )
     # faust asks the broker to hold an empty fetch for up to 1.5 s. Kafka answers as soon
     # as data arrives; Tansu (the embedded broker) does not, so an event that arrived
