@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     app_id: str = "disclosure-gateway"
     max_event_bytes: int = Field(256 * 1024, ge=1024)
     batch_max: int = Field(500, ge=1, description="Events processed per batch at most.")
+    aggregate_idle_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="Aggregate-only agents: a subject partition whose latest event time has "
+        "not moved for this long counts as caught up, so it does not hold every window "
+        "back (see gateway.stream.aggregation). Keep it well above a rebalance (session "
+        "timeout plus restore) and above the longest a partition with a backlog waits for "
+        "its next batch.",
+    )
     # faust asks the broker to hold an empty fetch for up to 1.5 s. Kafka answers as soon
     # as data arrives; Tansu (the embedded broker) does not, so an event that arrived
     # while the partitions were idle waited up to 1.5 s (measured: p50 1.6 s at 1k

@@ -16,6 +16,10 @@ could change an earlier event's decision under the same record id. So each batch
 changes end with a marker (key ``#offset``, never a customer id) naming the last input
 offset of that partition whose effects the state holds; events up to it are known done
 (outputs and state durable) and are acknowledged without being decided again.
+
+The partition's aggregate windows (:mod:`gateway.stream.aggregation`) live in the same
+changelog under keys starting ``#agg:`` (written before the batch's markers, like the
+consent changes): a restore keeps them apart (:meth:`ConsentStore.take_aggregate_entries`).
 """
 
 from __future__ import annotations
@@ -54,6 +58,10 @@ Source = Literal["input", "forwarded"]
 MARKER_KEYS: dict[Source, str] = {"input": OFFSET_KEY, "forwarded": FORWARDED_OFFSET_KEY}
 
 
+# Changelog keys of a partition's aggregate windows and watermarks (never a customer id).
+AGGREGATE_KEY_PREFIX = "#agg:"
+
+
 def offset_marker(offset: int) -> bytes:
     return orjson.dumps({"input_offset": offset})
 
@@ -67,6 +75,8 @@ class Restored(NamedTuple):
     applied: dict[int, int]
     # The same for the events forwarded to the partition (the re-partition topic).
     forwarded: dict[int, int] | None = None
+    # Per partition: its aggregate entries (key ``#agg:...`` -> value), latest per key.
+    aggregates: dict[int, dict[str, bytes]] | None = None
 
 
 # Reads the changelog partitions given, to their end.
@@ -91,6 +101,8 @@ class ConsentStore:
         # Per partition: the ids of events decided there lately (same lifetime as the
         # partition's states; see gateway.pipeline.DuplicateCache).
         self._seen: dict[int, DuplicateCache] = {}
+        # Per partition: the aggregate entries the last restore read, until taken.
+        self._aggregates: dict[int, dict[str, bytes]] = {}
 
     # --- state ---------------------------------------------------------------------
 
@@ -130,6 +142,11 @@ class ConsentStore:
             got = self._seen[partition] = DuplicateCache()
         return got
 
+    def take_aggregate_entries(self, partition: int) -> dict[str, bytes]:
+        """The partition's aggregate changelog entries as restored (once: the caller
+        builds its aggregators from them and keeps them up to date itself)."""
+        return self._aggregates.pop(partition, {})
+
     def generation(self, partition: int) -> int:
         return self._generation.get(partition, 0)
 
@@ -152,6 +169,7 @@ class ConsentStore:
         for p in partitions:
             self._parts.pop(p, None)
             self._seen.pop(p, None)
+            self._aggregates.pop(p, None)
             for source in MARKER_KEYS:
                 self._applied.pop((source, p), None)
             self._bump(p)
@@ -164,9 +182,10 @@ class ConsentStore:
         for p in parts:
             self._bump(p)
             self._event(p).clear()
-        loaded, applied, forwarded = await self._read(parts)
+        loaded, applied, forwarded, aggregates = await self._read(parts)
         for p in parts:
             self._parts[p] = loaded.get(p, {})
+            self._aggregates[p] = (aggregates or {}).get(p, {})
             self._seen.pop(p, None)
             self._applied[("input", p)] = applied.get(p, -1)
             self._applied[("forwarded", p)] = (forwarded or {}).get(p, -1)
@@ -220,6 +239,7 @@ class KafkaChangelog:
             out: dict[int, dict[str, bytes | ConsentState]] = {p: {} for p in parts}
             applied: dict[int, int] = {}
             forwarded: dict[int, int] = {}
+            aggregates: dict[int, dict[str, bytes]] = {p: {} for p in parts}
             loop = asyncio.get_running_loop()
             last_data = loop.time()
             while True:
@@ -243,6 +263,12 @@ class KafkaChangelog:
                                 into = applied if key == OFFSET_KEY else forwarded
                                 into[tp.partition] = int(orjson.loads(m.value)["input_offset"])
                             continue
+                        if key.startswith(AGGREGATE_KEY_PREFIX):
+                            if m.value is None:
+                                aggregates[tp.partition].pop(key, None)
+                            else:
+                                aggregates[tp.partition][key] = m.value
+                            continue
                         if m.value is None:  # a tombstone
                             out[tp.partition].pop(key, None)
                         else:
@@ -252,6 +278,6 @@ class KafkaChangelog:
                 positions = [await consumer.position(tp) for tp in tps]
                 reached = all(pos >= end[tp] for pos, tp in zip(positions, tps, strict=True))
                 if reached and loop.time() - last_data >= self.quiet:
-                    return Restored(out, applied, forwarded)
+                    return Restored(out, applied, forwarded, aggregates)
         finally:
             await consumer.stop()

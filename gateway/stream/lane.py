@@ -33,6 +33,14 @@ from gateway.kafka.clients import aiokafka_security
 from gateway.runtime import Core
 from gateway.settings import Settings
 from gateway.stream import metrics
+from gateway.stream.aggregation import (
+    CombinerService,
+    CombinerTask,
+    KafkaTopicReader,
+    WorkerAggregation,
+    aggregate_specs,
+    aggregates_topic,
+)
 from gateway.stream.consent_store import ConsentStore, KafkaChangelog, changelog_topic
 from gateway.stream.protocol import BatchProtocol
 from gateway.stream.sender import BatchSender
@@ -202,6 +210,31 @@ def add_gateway_lane(
         ).read
     )
 
+    # Aggregate-only agents: windows per subject partition here, and the combiner on the
+    # worker holding subject partition 0 (see gateway.stream.aggregation).
+    aggregation: WorkerAggregation | None = None
+    combiner: CombinerTask | None = None
+    sender = BatchSender(app)
+    if aggregate_specs(core.policy):
+        agg_topic = aggregates_topic(settings)
+        aggregation = WorkerAggregation(core.policy, consent, agg_topic, mac)
+
+        def make_combiner() -> CombinerService:
+            return CombinerService(
+                core.pipeline,
+                KafkaTopicReader(
+                    settings.bootstrap_servers, agg_topic, aiokafka_security(settings)
+                ),
+                sender,
+                topic=agg_topic,
+                disclosure_topic=settings.disclosure_topic,
+                partitions=settings.partitions,
+                mac=mac,
+                idle_seconds=settings.aggregate_idle_seconds,
+            )
+
+        combiner = CombinerTask(make_combiner)
+
     def mine(tps: set[TP]) -> list[int]:
         # A partition number's state is restored once, whichever of its topics came.
         return sorted({tp.partition for tp in tps if tp.topic in topics})
@@ -211,18 +244,24 @@ def add_gateway_lane(
     @app.on_partitions_revoked.connect
     async def _revoked(*args: Any, **kwargs: Any) -> None:
         _app, revoked = args
-        consent.revoke(mine(revoked))
+        parts = mine(revoked)
+        consent.revoke(parts)
+        if combiner is not None and 0 in parts:
+            await combiner.stop()
 
     @app.on_partitions_assigned.connect
     async def _assigned(*args: Any, **kwargs: Any) -> None:
         _app, assigned = args
-        await consent.restore(mine(assigned))
+        parts = mine(assigned)
+        await consent.restore(parts)
+        if combiner is not None and 0 in parts:
+            combiner.start()
 
     batches = protocol(
         core.pipeline,
         FaustInput(app, topics),
         consent,
-        BatchSender(app),
+        sender,
         disclosure_topic=settings.disclosure_topic,
         dead_letter_topic=settings.dead_letter_topic,
         changelog_topic=changelog_topic(settings),
@@ -230,6 +269,7 @@ def add_gateway_lane(
         partitions=settings.partitions,
         mac=mac,
         stats=stats,
+        aggregation=aggregation,
     )
 
     async def gateway_lane(messages: list[Message]) -> None:

@@ -111,3 +111,22 @@ SINK_STALLED = Gauge(
     "1 while the sink has messages waiting and made no progress for GATEWAY_SINK_STALL_SECONDS",
     registry=REGISTRY,
 )
+
+AGGREGATES_EMITTED = Counter(
+    "gateway_aggregates_emitted_total",
+    "Aggregate tables (window revisions) emitted to aggregate-only agents",
+    ["agent"],
+    registry=REGISTRY,
+)
+AGGREGATE_REJECTED = Counter(
+    "gateway_aggregate_rejected_total",
+    "Messages on the aggregates topic ignored by the combiner: no valid worker MAC (forged)",
+    registry=REGISTRY,
+)
+AGGREGATE_IGNORED = Counter(
+    "gateway_aggregate_ignored_total",
+    "Partials for windows the combiner had already closed (a partition counted as idle"
+    " resumed with events for them)",
+    ["agent"],
+    registry=REGISTRY,
+)

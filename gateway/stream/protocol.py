@@ -16,14 +16,18 @@ step starts, so whatever a crash interrupts, what is durable is a prefix of the 
    signature, schema, the publisher's right to send it). An admitted event whose customer
    is decided on another partition than the one it was read from (see *Subject routing*)
    is set aside to be forwarded; every other one is decided against its customer's
-   consent state (changes stay local to the batch).
+   consent state (changes stay local to the batch), and moves its partition's aggregate
+   windows (its contributions to aggregate-only agents are added there; see
+   :mod:`gateway.stream.aggregation`).
 4. **Log**: every decision record to the disclosure topic, dead letters to theirs, and
    the events set aside to the re-partition topic, each to its customer's partition.
-5. **Disclose**: the sealed agent messages to the agent topics. No agent message exists
+5. **Disclose**: the sealed agent messages to the agent topics, and the aggregate
+   partials the batch changed, with its partitions' watermarks, to the aggregates topic
+   (for the combiner; in the same send, so no extra round trip). No agent message exists
    without its record.
 6. **Changelog**: the batch's consent changes, each to the changelog partition of its
-   subject, then per partition and source the applied marker (the last offset of the
-   batch from that partition and source).
+   subject, and its partitions' changed aggregate windows, then per partition and source
+   the applied marker (the last offset of the batch from that partition and source).
 7. **Acknowledge** the input events (offsets are committed after this), and take the
    consent changes into the table -- except for a partition revoked or restored while
    the batch was out (its *generation* changed): its state here is gone or re-read, so
@@ -80,6 +84,7 @@ from gateway.pipeline import Admitted, DeadLetter, EventResult, Pipeline
 from gateway.publishers import HEADER_PUBLISHER, HEADER_SIGNATURE
 from gateway.routing import subject_partition
 from gateway.stream import metrics
+from gateway.stream.aggregation import AggregateBatch, WorkerAggregation
 from gateway.stream.consent_store import MARKER_KEYS, ConsentStore, Source, offset_marker
 
 log = logging.getLogger("gateway.stream")
@@ -157,6 +162,8 @@ class Decided(Generic[M]):
     forwards: list[tuple[Item, int, int]] = field(default_factory=list)
     # The source of each message (by index): read from the input or forwarded to us.
     sources: list[Source] = field(default_factory=list)
+    # What the batch did to its partitions' aggregate windows (None: no aggregate agent).
+    aggregates: AggregateBatch | None = None
 
     def last_offsets(self) -> dict[tuple[Source, int], int]:
         """Per source and partition, the batch's last offset."""
@@ -189,6 +196,7 @@ class BatchProtocol(Generic[M]):
         partitions: int,
         mac: WorkerMac,
         stats: dict[str, int] | None = None,
+        aggregation: WorkerAggregation | None = None,
     ):
         self.pipeline = pipeline
         self.consumer = consumer
@@ -203,6 +211,9 @@ class BatchProtocol(Generic[M]):
         # Shown on the health page: events processed, subjects in the consent table.
         self.stats = stats if stats is not None else {}
         self.stats.setdefault("processed", 0)
+        # The aggregate windows of the subject partitions held here (None: no aggregate
+        # agent in the policy).
+        self.aggregation = aggregation
 
     async def process(self, messages: Sequence[M]) -> list[M]:
         """Take one batch (in offset order per partition) through the protocol. Returns the
@@ -286,16 +297,26 @@ class BatchProtocol(Generic[M]):
         outcomes = []
         forwards: list[tuple[Item, int, int]] = []
         sources = [self.source(m) for m in messages]
+        aggregates = self.aggregation.batch() if self.aggregation is not None else None
         for i, m in enumerate(messages):
             overlay.index = i
             overlay.partition = m.partition
-            outcomes.append(self.decide_one(m, sources[i], overlay, forwards, i))
+            n_forwards = len(forwards)
+            out = self.decide_one(m, sources[i], overlay, forwards, i)
+            outcomes.append(out)
+            if (
+                aggregates is not None
+                and out.event is not None
+                and out.dead_letter is None
+                and len(forwards) == n_forwards  # decided here, not forwarded
+            ):
+                aggregates.event(m.partition, out.event.occurred_at, out.contributions)
         writes = [
             (messages[i].partition, customer_id, orjson.dumps(state.to_dict()), state)
             for customer_id, (state, i) in overlay.changes.items()
         ]
         metrics.BATCH_PHASE_SECONDS.labels("decide").observe(loop.time() - started)
-        return Decided(messages, outcomes, writes, forwards, sources)
+        return Decided(messages, outcomes, writes, forwards, sources, aggregates)
 
     def decide_one(
         self,
@@ -421,29 +442,46 @@ class BatchProtocol(Generic[M]):
             for out in batch.outcomes
             for m in out.messages
         ]
+        partitions: list[int | None] | None = None
+        if batch.aggregates is not None:
+            to_combiner, _ = batch.aggregates.outputs(self.changelog_topic)
+            if to_combiner:
+                # The aggregates topic has one partition; the rest go by key.
+                partitions = [None] * len(items) + [0] * len(to_combiner)
+                items += to_combiner
         with _phase("disclose"):
-            await self.sender.send(items, what="agent messages")
+            await self.sender.send(items, partitions, what="agent messages")
 
     async def write_changelog(self, batch: Decided[M]) -> None:
         """Step 6: the consent changes, each to its subject's partition (the changelog is
         co-partitioned with the input and the re-partition topic), then those partitions'
         applied markers, one per source the batch read from, last. Every entry carries a
-        worker MAC: a restore ignores any other."""
-        if not batch.writes:
+        worker MAC: a restore ignores any other.
+
+        A batch that moved aggregate windows sent their partials to the aggregates topic
+        in step 5 (acknowledged); their windows go to the changelog with the consent
+        changes, before the markers: whatever a marker covers, the combiner and a restore
+        both have."""
+        topic = self.changelog_topic
+        windows: list[tuple[Item, int]] = []
+        if batch.aggregates is not None:
+            _, windows = batch.aggregates.outputs(topic)
+        if not batch.writes and not windows:
             return
         last = batch.last_offsets()
-        changed = {p for p, _, _, _ in batch.writes}
+        changed = {p for p, _, _, _ in batch.writes} | {p for _, p in windows}
         marked = sorted(k for k in last if k[1] in changed)
-        topic = self.changelog_topic
         mac = self.mac.changelog
         items: list[Item] = []
         for _, cid, raw, _ in batch.writes:
             key = cid.encode()
             items.append((topic, key, raw, [(HEADER_MAC, mac(key, raw))]))
+        items += [item for item, _ in windows]
         for source, p in marked:
             key, value = MARKER_KEYS[source].encode(), offset_marker(last[(source, p)])
             items.append((topic, key, value, [(HEADER_MAC, mac(key, value))]))
         partitions: list[int | None] = [p for p, _, _, _ in batch.writes]
+        partitions += [p for _, p in windows]
         partitions += [p for _, p in marked]
         with _phase("changelog"):
             await self.sender.send(items, partitions, what="consent changes")

@@ -11,6 +11,7 @@ import faust
 from gateway.kafka.admin import ensure_topics, wait_for_broker
 from gateway.runtime import Core, build_core
 from gateway.settings import Settings
+from gateway.stream.aggregation import aggregate_specs, aggregates_topic
 from gateway.stream.app import create_app
 from gateway.stream.consent_store import changelog_topic
 from gateway.stream.protocol import BatchProtocol
@@ -34,6 +35,10 @@ def required_topics(settings: Settings, core: Core | None) -> dict[str, int]:
     if core is not None:
         for agent in core.policy.agents.values():
             topics[agent.topic] = n
+        if aggregate_specs(core.policy):
+            # One partition: every partition's partials meet in one order, read by one
+            # combiner (gateway.stream.aggregation).
+            topics[aggregates_topic(settings)] = 1
     return topics
 
 
@@ -56,7 +61,11 @@ def prepare(settings: Settings, role: Role = "all") -> tuple[Core | None, dict[s
         settings.bootstrap_servers,
         topics,
         settings.replication_factor,
-        configs={changelog_topic(settings): {"cleanup.policy": "compact"}},
+        configs={
+            changelog_topic(settings): {"cleanup.policy": "compact"},
+            # The latest partial, heartbeat and emission per key is all that counts.
+            aggregates_topic(settings): {"cleanup.policy": "compact"},
+        },
     )
     return core, topics
 

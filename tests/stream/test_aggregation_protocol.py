@@ -1,0 +1,278 @@
+"""The batch protocol's aggregate windows, driven without faust or a broker (the harness of
+``test_protocol``): partials reach the aggregates topic, then the changelog before the
+markers, every entry MAC'd; a crash between the two, or after the markers, neither loses
+a contribution nor counts one twice; and the combiner's restore from its topic."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.aggregates import Combiner, Partial
+from gateway.consent import ConsentState
+from gateway.dev.demo import shop_traffic
+from gateway.dev.samples import scenario
+from gateway.integrity import HEADER_MAC, WorkerMac, header
+from gateway.routing import subject_partition
+from gateway.runtime import Core
+from gateway.stream.aggregation import (
+    AGG_PREFIX,
+    CombinerService,
+    WorkerAggregation,
+    topic_mac_ok,
+)
+from gateway.stream.consent_store import FORWARDED_OFFSET_KEY, OFFSET_KEY, Restored
+from tests.stream.test_protocol import (
+    CHANGELOG,
+    DISCLOSURES,
+    PARTITIONS,
+    FakeBroker,
+    FakeSender,
+    Harness,
+    Msg,
+    Sent,
+    _publisher_signers,  # noqa: F401 (autouse: the demo publishers sign the scenario)
+    signed,
+)
+
+AGG_TOPIC = "t.aggregates"
+AGENT = "analytics"
+
+
+def traffic_messages() -> list[Msg]:
+    """The scenario and a morning of shop traffic (enough customers per window for k), as
+    signed input messages on their customers' partitions."""
+    lines = [orjson.dumps(e) for e in scenario()] + shop_traffic(300, customers=60)
+    offsets = dict.fromkeys(range(PARTITIONS), 0)
+    out = []
+    for line in lines:
+        p = subject_partition(orjson.loads(line)["subject"]["customer_id"], PARTITIONS)
+        out.append(signed(p, offsets[p], line))
+        offsets[p] += 1
+    return out
+
+
+class Crash(Exception):
+    pass
+
+
+class AggHarness(Harness):
+    """The protocol with aggregation; its changelog restore reads what ``log`` (the
+    changelog entries a broker acknowledged, in order) holds."""
+
+    def __init__(self, core: Core, log: list[Sent] | None = None, **kwargs: Any):
+        super().__init__(core, **kwargs)
+        self.log = log if log is not None else []
+        self.mac = WorkerMac(core.worker_key)
+        self.protocol.aggregation = WorkerAggregation(
+            core.policy, self.consent, AGG_TOPIC, self.mac
+        )
+
+    async def read_changelog(self, partitions: list[int]) -> Restored:
+        states: dict[int, dict[str, bytes | ConsentState]] = {p: {} for p in partitions}
+        applied: dict[int, int] = {}
+        forwarded: dict[int, int] = {}
+        aggs: dict[int, dict[str, bytes]] = {p: {} for p in partitions}
+        for s in self.log:
+            p = s.partition
+            if p not in states or s.key is None:
+                continue
+            assert self.mac.changelog_ok(s.key, s.value, header(s.headers, HEADER_MAC))
+            key = s.key.decode()
+            if key in (OFFSET_KEY, FORWARDED_OFFSET_KEY):
+                into = applied if key == OFFSET_KEY else forwarded
+                into[p] = orjson.loads(s.value)["input_offset"]
+            elif key.startswith(AGG_PREFIX):
+                if s.value is None:
+                    aggs[p].pop(key, None)
+                else:
+                    aggs[p][key] = s.value
+            else:
+                states[p][key] = s.value
+        return Restored(states, applied, forwarded, aggs)
+
+    def changelog_acked(self) -> list[Sent]:
+        return [s for s in self.broker.acked if s.topic == CHANGELOG]
+
+    def partials_acked(self) -> list[Sent]:
+        return [s for s in self.broker.acked if s.topic == AGG_TOPIC]
+
+
+def combined(sent: list[Sent], core: Core) -> list[dict[str, Any]]:
+    """What a combiner makes of these aggregates-topic messages at the end of input."""
+    spec = core.policy.agents[AGENT].aggregate
+    assert spec is not None
+    c = Combiner(spec, AGENT, PARTITIONS)
+    mac = WorkerMac(core.worker_key)
+    for s in sent:
+        assert s.key is not None
+        assert topic_mac_ok(mac, s.key, s.value, header(s.headers, HEADER_MAC))
+        if s.key.startswith(b"#p:"):
+            c.update(Partial.from_json(orjson.loads(s.value)))
+    return [t.body() for t in c.due(final=True)]
+
+
+def test_partials_go_to_the_combiner_then_to_the_changelog_before_the_markers(
+    core: Core,
+) -> None:
+    h = AggHarness(core)
+    h.run(traffic_messages())
+    effects = h.effects
+    first_changelog = next(
+        i for i, e in enumerate(effects) if e[0] == "sent" and e[2].topic == CHANGELOG
+    )
+    last_partial_ack = max(
+        i for i, e in enumerate(effects) if e[0] == "acked" and e[2].topic == AGG_TOPIC
+    )
+    assert last_partial_ack < first_changelog
+    cl = h.changelog_acked()
+    keys = [s.key.decode() for s in cl if s.key is not None]
+    windows = [i for i, k in enumerate(keys) if k.startswith(AGG_PREFIX)]
+    markers = [i for i, k in enumerate(keys) if k in (OFFSET_KEY, FORWARDED_OFFSET_KEY)]
+    assert windows and markers and max(windows) < min(markers)
+    # One partition for the combiner; every entry MAC'd (a changelog MAC is not an
+    # aggregates-topic MAC, and the other way round).
+    for s in h.partials_acked():
+        assert s.partition == 0
+        assert s.key is not None
+        assert topic_mac_ok(h.mac, s.key, s.value, header(s.headers, HEADER_MAC))
+        assert not h.mac.changelog_ok(s.key, s.value, header(s.headers, HEADER_MAC))
+    for s in cl:
+        assert s.key is not None
+        assert h.mac.changelog_ok(s.key, s.value, header(s.headers, HEADER_MAC))
+    assert combined(h.partials_acked(), core), "the traffic gives some window"
+
+
+@pytest.mark.parametrize("crash_at", ["changelog", "after_markers"])
+def test_a_crash_neither_loses_nor_double_counts_a_contribution(core: Core, crash_at: str) -> None:
+    messages = traffic_messages()
+    clean = AggHarness(core)
+    for i in range(0, len(messages), 7):
+        # (the partitions are restored once, with the first batch)
+        clean.run(messages[i : i + 7], restore=(0, 1) if i == 0 else ())
+    want = combined(clean.partials_acked(), core)
+
+    half = len(messages) // 2
+    first = AggHarness(core)
+    first.run(messages[: half - 7])
+    topic_log = list(first.partials_acked())
+
+    async def crash(kind: str) -> None:
+        if kind == "changelog":
+            raise Crash
+
+    batch = messages[half - 7 : half]
+    if crash_at == "changelog":
+        # Partials acknowledged by the aggregates topic, then the worker dies before its
+        # changelog entries and markers.
+        first.broker.before = crash
+        with pytest.raises(Crash):
+            first.run(batch, restore=())
+        topic_log = list(first.partials_acked())
+    else:
+        first.run(batch, restore=())  # markers written; the input offsets never committed
+        topic_log = list(first.partials_acked())
+    # A new worker restores the partitions from the changelog and gets the input again
+    # from the last committed offsets: the whole batch and the rest.
+    second = AggHarness(core, log=first.changelog_acked())
+    second.run(messages[half - 7 : half + 3])
+    second.run(messages[half + 3 :], restore=())
+    got = combined(topic_log + second.partials_acked(), core)
+    assert got == want
+
+
+def test_the_combiner_restores_from_its_topic_and_emits_nothing_twice(core: Core) -> None:
+    h = AggHarness(core)
+    h.run(traffic_messages())
+    topic = [(s.key, s.value, s.headers) for s in h.partials_acked()]
+
+    class Reader:
+        def __init__(self, items: list[tuple[Any, Any, Any]]):
+            self.items = items
+
+        async def start(self) -> None: ...
+        async def stop(self) -> None: ...
+
+        async def fetch(self) -> list[tuple[Any, Any, Any]]:
+            await asyncio.sleep(0.001)  # as a broker's fetch does, it waits
+            out, self.items = self.items, []
+            return out
+
+        async def at_end(self) -> bool:
+            return not self.items
+
+    def service(items: list[tuple[Any, Any, Any]], broker: FakeBroker) -> CombinerService:
+        return CombinerService(
+            core.pipeline,
+            Reader(items),
+            FakeSender(broker),
+            topic=AGG_TOPIC,
+            disclosure_topic=DISCLOSURES,
+            partitions=PARTITIONS,
+            mac=WorkerMac(core.worker_key),
+            idle_seconds=0.0,  # every partition caught up at once: everything closes
+        )
+
+    async def rounds(svc: CombinerService, n: int) -> None:
+        task = asyncio.ensure_future(svc.run())
+        for _ in range(n):
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    effects: list[tuple[Any, ...]] = []
+    b1 = FakeBroker(effects)
+    asyncio.run(rounds(service(topic, b1), 20))
+    records = [s for s in b1.acked if s.topic == DISCLOSURES]
+    messages = [s for s in b1.acked if s.topic == core.policy.agents[AGENT].topic]
+    emitted = [s for s in b1.acked if s.topic == AGG_TOPIC]
+    assert records and len(records) == len(messages) == len(emitted)
+    # record acknowledged before its message is sent
+    first_msg = next(i for i, e in enumerate(effects) if e[0] == "sent" and e[2] in messages)
+    first_rec = next(i for i, e in enumerate(effects) if e[0] == "acked" and e[2] in records)
+    assert first_rec < first_msg
+    # A restart reads the topic again, with the emissions: it emits nothing new.
+    b2 = FakeBroker([])
+    again = topic + [(s.key, s.value, s.headers) for s in emitted]
+    asyncio.run(rounds(service(again, b2), 20))
+    assert not b2.acked
+    # A crash after a record, before its emission was noted: the same record again.
+    b3 = FakeBroker([])
+    asyncio.run(rounds(service(topic, b3), 20))
+
+    def ids(sent: list[Sent]) -> list[bytes | None]:
+        return [header(s.headers, "record_id") for s in sent if s.topic == DISCLOSURES]
+
+    assert ids(b3.acked) == ids(records)
+
+
+def test_a_batch_whose_partitions_are_restored_meanwhile_writes_what_it_counted(
+    core: Core,
+) -> None:
+    """The batch's markers go out for every partition it read; so must the partials of
+    what it counted, even if its partitions were revoked and restored while it was out
+    (a rebalance keeping them here): else a restore skips those events by the markers,
+    and their contributions are lost."""
+    messages = traffic_messages()
+    clean = AggHarness(core)
+    clean.run(messages)
+    want = combined(clean.partials_acked(), core)
+
+    h = AggHarness(core)
+    rebalanced = False
+
+    async def rebalance(kind: str) -> None:
+        nonlocal rebalanced
+        if kind == "log" and not rebalanced:
+            rebalanced = True
+            h.consent.revoke([0, 1])
+            await h.consent.restore([0, 1])
+
+    h.broker.before = rebalance
+    h.run(messages)
+    assert rebalanced
+    assert combined(h.partials_acked(), core) == want
