@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import Any, Final
 
 from gateway.crypto import derive_key
 
@@ -38,6 +38,15 @@ def header(headers: Iterable[tuple[str, bytes | None]] | None, name: str) -> byt
         if key == name:
             return value
     return None
+
+
+def header_pairs(raw: Any) -> list[tuple[str, bytes]]:
+    """A Kafka message's headers as (name, value) pairs, however the client gives them (a
+    list of pairs, a dict, None); a None value as empty bytes."""
+    if not raw:
+        return []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return [(k, v if v is not None else b"") for k, v in pairs]
 
 
 class WorkerMac:

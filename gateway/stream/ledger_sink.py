@@ -29,7 +29,7 @@ import faust
 import orjson
 
 from gateway.erasure import HEADER_KIND, ErasureRequest, is_erasure_request
-from gateway.integrity import HEADER_MAC, WorkerMac, header
+from gateway.integrity import HEADER_MAC, WorkerMac, header, header_pairs
 from gateway.ledger.quarantine import (
     Quarantined,
     Reason,
@@ -68,15 +68,13 @@ class SinkMessage:
 
     @classmethod
     def of(cls, message: Any) -> SinkMessage:
-        raw = message.headers or ()
-        pairs = raw.items() if isinstance(raw, dict) else raw
         return cls(
             message.topic,
             message.partition,
             message.offset,
             message.key,
             message.value if message.value is not None else b"",
-            tuple((k, v if v is not None else b"") for k, v in pairs),
+            tuple(header_pairs(message.headers)),
         )
 
 

@@ -79,7 +79,7 @@ import orjson
 from gateway.consent import ConsentState
 from gateway.erasure import ERASURE_REQUEST_KIND, HEADER_KIND
 from gateway.errors import ForgedForward, Misrouted
-from gateway.integrity import HEADER_MAC, WorkerMac, header
+from gateway.integrity import HEADER_MAC, WorkerMac, header, header_pairs
 from gateway.pipeline import Admitted, DeadLetter, EventResult, Pipeline
 from gateway.publishers import HEADER_PUBLISHER, HEADER_SIGNATURE
 from gateway.routing import subject_partition
@@ -330,7 +330,7 @@ class BatchProtocol(Generic[M]):
         (The pipeline never raises: a crash is dead-lettered inside it.)"""
         # A null value (a tombstone) is no event: dead-lettered as not JSON.
         value = m.value if m.value is not None else b""
-        headers = _headers(m.headers)
+        headers = header_pairs(m.headers)
         got: Admitted | DeadLetter
         if source == "forwarded":
             origin = header(headers, HEADER_ORIGIN)
@@ -519,14 +519,6 @@ class BatchProtocol(Generic[M]):
         dead = Counter(d.reason for out in batch.outcomes if (d := out.dead_letter) is not None)
         for reason, n in dead.items():
             metrics.DEAD_LETTERS.labels(reason).inc(n)
-
-
-def _headers(raw: Any) -> list[tuple[str, bytes]]:
-    """A message's headers as (name, value) pairs, however the client gives them."""
-    if not raw:
-        return []
-    pairs = raw.items() if isinstance(raw, dict) else raw
-    return [(k, v if v is not None else b"") for k, v in pairs]
 
 
 @contextmanager
