@@ -61,12 +61,11 @@ class WorkerMac:
 
     @staticmethod
     def _mac(key: bytes, parts: Sequence[bytes]) -> bytes:
-        # Length-prefixed parts: no two different part lists give the same message.
-        h = hmac.new(key, digestmod="sha256")
-        for part in parts:
-            h.update(len(part).to_bytes(8, "big"))
-            h.update(part)
-        return h.hexdigest().encode("ascii")
+        # Length-prefixed parts: no two different part lists give the same message. One
+        # joined message and the one-shot C digest: the same MAC as feeding the parts to
+        # an ``hmac.new`` object, at a third of the cost (every record pays it).
+        msg = b"".join(len(part).to_bytes(8, "big") + part for part in parts)
+        return hmac.digest(key, msg, "sha256").hex().encode("ascii")
 
     @staticmethod
     def _same(expected: bytes, got: bytes | None) -> bool:

@@ -193,8 +193,22 @@ class DuplicateCache:
         return len(self._seen)
 
 
+# How much of "YYYY-MM-DDTHH:MM:SS" each precision keeps, and what fills the rest.
+_CUTS: dict[str, tuple[int, str]] = {
+    "day": (10, "T00:00:00Z"),
+    "hour": (13, ":00:00Z"),
+    "minute": (16, ":00Z"),
+    "second": (19, "Z"),
+}
+
+
 def cut_time(value: datetime, precision: TimestampPrecision) -> str:
     """``value`` (UTC) as an agent may know it: cut to the day, hour, minute or second."""
+    if value.tzinfo is UTC and value.year >= 1000:
+        # Every event time is UTC already (the schemas normalise it): cut its ISO text,
+        # which is what the general path below gives, without three datetime copies.
+        keep, rest = _CUTS[precision]
+        return value.isoformat()[:keep] + rest
     value = value.astimezone(UTC).replace(tzinfo=None, microsecond=0)
     if precision == "day":
         value = value.replace(hour=0, minute=0, second=0)

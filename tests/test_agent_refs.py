@@ -7,12 +7,14 @@ agent, so nothing in one agent's message is a key into another's."""
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway.consent import ConsentState
 from gateway.crypto import Opener
@@ -205,6 +207,29 @@ def test_times_are_cut_to_each_agents_precision(
         "2026-04-01T06:47:00Z",
         "2026-04-01T06:47:13Z",
     ]
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1970, 1, 2),
+        max_value=datetime(2099, 12, 30),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=-7)), timezone(timedelta(hours=5, minutes=30))]
+        ),
+    )
+)
+def test_cut_time_is_the_utc_time_truncated_whatever_the_offset(t: datetime) -> None:
+    # The fast path cuts the ISO text of UTC times; every time must come out as the
+    # arithmetic truncation of its UTC value.
+    u = t.astimezone(UTC)
+    want = {
+        "day": u.replace(hour=0, minute=0, second=0, microsecond=0),
+        "hour": u.replace(minute=0, second=0, microsecond=0),
+        "minute": u.replace(second=0, microsecond=0),
+        "second": u.replace(microsecond=0),
+    }
+    for p, w in want.items():
+        assert cut_time(t, p) == w.strftime("%Y-%m-%dT%H:%M:%SZ")  # type: ignore[arg-type]
 
 
 def test_the_default_precision_is_a_day(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 """A gateway worker with a deliberately faulty batch protocol, for the fault tests.
 
-    python -m tests.stream.faulty_worker --role gateway [--disclose-before-log] [--pause-ms N]
+    python -m tests.stream.faulty_worker --role gateway [--disclose-before-log]
+        [--pause-ms N] [--pause-marker PATH]
 
 Configured like ``gateway run`` (``GATEWAY_*`` variables). The faults exist only here, in
 the tests, so no production setting can switch them on:
@@ -8,8 +9,9 @@ the tests, so no production setting can switch them on:
 * ``--disclose-before-log`` sends a batch's agent messages before its records: a crash
   between the two leaves messages no record describes (the ordering the chaos test must
   be able to catch);
-* ``--pause-ms`` pauses between the two publishing steps, so a kill lands between them
-  most of the time.
+* ``--pause-ms`` pauses between the two publishing steps, so a kill can land between them;
+* ``--pause-marker PATH`` creates the file PATH while the worker is in that pause, so a
+  test can kill it exactly there (not by luck: a random kill can miss the window).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+from pathlib import Path
 from typing import Any
 
 from gateway.settings import Settings
@@ -32,7 +35,9 @@ DISCLOSE_BEFORE_LOG_WARNING = (
 )
 
 
-def faulty_protocol(*, disclose_before_log: bool, pause: float) -> type[BatchProtocol[Any]]:
+def faulty_protocol(
+    *, disclose_before_log: bool, pause: float, marker: Path | None = None
+) -> type[BatchProtocol[Any]]:
     """The batch protocol with its publishing steps reordered and/or paused."""
 
     class FaultyProtocol(BatchProtocol[Any]):
@@ -41,8 +46,15 @@ def faulty_protocol(*, disclose_before_log: bool, pause: float) -> type[BatchPro
                 (self.disclose, self.log) if disclose_before_log else (self.log, self.disclose)
             )
             await first(batch)
+            # The marker says "messages are out, records are not" (or the reverse): only
+            # for batches that disclose something.
+            discloses = any(o.messages for o in batch.outcomes)
             if pause:
+                if marker is not None and discloses:
+                    marker.write_text(str(len(batch.outcomes)))
                 await asyncio.sleep(pause)
+                if marker is not None:
+                    marker.unlink(missing_ok=True)
             await second(batch)
 
     return FaultyProtocol
@@ -53,11 +65,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--role", choices=["all", "gateway", "ledger"], default="all")
     parser.add_argument("--disclose-before-log", action="store_true")
     parser.add_argument("--pause-ms", type=int, default=0)
+    parser.add_argument("--pause-marker", type=Path, default=None)
     args = parser.parse_args(argv)
     if args.disclose_before_log:
         log.warning(DISCLOSE_BEFORE_LOG_WARNING)
     protocol = faulty_protocol(
-        disclose_before_log=args.disclose_before_log, pause=args.pause_ms / 1000
+        disclose_before_log=args.disclose_before_log,
+        pause=args.pause_ms / 1000,
+        marker=args.pause_marker,
     )
     run(Settings(), args.role, protocol=protocol)
 

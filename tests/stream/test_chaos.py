@@ -12,9 +12,11 @@ that goes away and comes back.
   resumed; the same worker process carries on by itself and reconciliation is clean.
 
 Both chaos runs widen the window between the two publishing steps of a batch (the faulty
-worker's ``--pause-ms``), so a kill lands between "records logged" and "messages
-disclosed" most of the time: the safe ordering must survive exactly where the unsafe one
-breaks. The random seed is printed; set GATEWAY_CHAOS_SEED to replay a run's schedule.
+worker's ``--pause-ms``) and make the first kill land inside it (the worker marks the
+window with ``--pause-marker``; waiting for a random kill to hit it made the unsafe run
+pass by luck now and then): the safe ordering must survive exactly where the unsafe one
+breaks. The other kills come at random moments. The random seed is printed; set
+GATEWAY_CHAOS_SEED to replay a run's schedule.
 """
 
 from __future__ import annotations
@@ -130,10 +132,18 @@ def chaos(env: Env, faults: list[str], seed_: int) -> ChaosResult:
     lines = [orjson.dumps(e) for e in random_events(EVENTS, seed=seed_ % 1000)]
     n = 0
 
+    marker = env.dir / "in-publish-pause"
+
     def gateway() -> Worker:
         nonlocal n
         n += 1
-        return Worker(env, role="gateway", faults=faults, log_name=f"gateway-{n}")
+        marker.unlink(missing_ok=True)  # left by a worker killed in its pause
+        return Worker(
+            env,
+            role="gateway",
+            faults=[*faults, "--pause-marker", str(marker)],
+            log_name=f"gateway-{n}",
+        )
 
     sink = Worker(senv, role="ledger", log_name="ledger-1").start()
     gw = gateway().start()
@@ -151,7 +161,11 @@ def chaos(env: Env, faults: list[str], seed_: int) -> ChaosResult:
                 90,
                 "progress before a kill",
             )
-            time.sleep(rnd.uniform(0.0, 1.0))
+            if k == 0:
+                # Between the batch's two publishing steps, with something disclosed.
+                wait_for(marker.exists, 60, "a batch in its publish pause")
+            else:
+                time.sleep(rnd.uniform(0.0, 1.0))
             gw.kill()
             kills += 1
             if k == sink_kill_after:
