@@ -67,7 +67,8 @@ def bench_cmd(
     """Measure the gateway against a bare aiokafka loop and a per-event faust agent.
 
     Starts an embedded broker, fills an input topic with the realistic event mix, and
-    runs every program under test as its own process: throughput and ratios, latency at
+    runs every program under test as its own process: throughput and ratios (against the
+    bare loop, and the bare loop producing the gateway's outputs per event), latency at
     half the gateway's maximum rate, worker RSS from 100k to 1M events, throughput by
     event size and by number of agents, and two workers on more partitions (checked
     against the offline core across rebalances). Prints the tables and writes the JSON.

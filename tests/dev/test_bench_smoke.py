@@ -48,8 +48,18 @@ def test_bench_quick_run_writes_sane_results(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output + repr(res.exception)
     r = orjson.loads(out.read_bytes())
     t = r["throughput"]
-    for name in ("bare", "faust_per_event", "gateway"):
+    for name in ("bare", "bare_equal_output", "faust_per_event", "gateway", "gateway_rerouted"):
         assert t[name]["events_per_s"] > 0 and t[name]["peak_rss"] > 0, name
+    # The equal-output ceiling: every input consumed, each answered with the gateway's
+    # outputs for it (from the offline core), as many as the core phase counts per event.
+    eq = t["bare_equal_output"]
+    assert eq["events"] == r["input"]["events"] and eq["unplanned"] == 0
+    assert eq["outputs_per_event"] > 1 and eq["avg_output_bytes"] > 0
+    assert eq["outputs"] == pytest.approx(eq["outputs_per_event"] * eq["events"])
+    assert t["ratio_vs_bare_equal_output"] == pytest.approx(
+        t["gateway"]["events_per_s"] / eq["events_per_s"]
+    )
+    assert "rerouting_cost" in t
     assert t["gateway"]["us_per_event"]["decide"] > 0
     assert t["gateway"]["us_per_event"]["batch"] >= t["gateway"]["us_per_event"]["decide"]
     assert t["ratio_vs_bare"] == pytest.approx(
@@ -67,10 +77,19 @@ def test_bench_quick_run_writes_sane_results(tmp_path: Path) -> None:
     core = r["core"]
     assert core["events_per_s"] > 0 and core["decisions_per_event"] > 0
     assert all(v >= 0 for v in core["us_per_event"].values())
+    # The per-event work outside `process`: routing, and feeding the aggregate windows.
+    assert core["us_per_event"]["route"] > 0 and core["us_per_event"]["aggregate"] > 0
+    assert core["contributions_per_event"] > 0 and core["aggregate_agents"] > 0
+    assert (
+        core["outputs_per_event"] >= core["records_per_event"] + core["messages_per_event"] - 1e-9
+    )
     assert r["memory"]["rss_at_end"] > 0
     assert {row["target"].split(" ")[0] for row in r["targets"]} >= {"gateway", "p99", "RSS"}
     assert "Targets" in res.output and "gateway worker" in res.output
-    # The table renders from the file alone, too.
+    # The table renders from the file alone, too (wide: no row label or line wrapped).
     with (tmp_path / "table.txt").open("w") as fh:
-        report.render(r, Console(file=fh, width=160))
-    assert "Targets" in (tmp_path / "table.txt").read_text()
+        report.render(r, Console(file=fh, width=240))
+    table = (tmp_path / "table.txt").read_text()
+    assert "Targets" in table
+    assert "(ceiling at equal output)" in table and "(routing cost:" in table
+    assert "x the bare loop producing its" in table

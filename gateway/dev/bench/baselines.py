@@ -6,6 +6,17 @@
     but produce one message per event (the input value, same key) to an output topic;
     the idiomatic at-least-once form -- ``getmany``, ``send`` per message, wait for every
     acknowledgement, commit.
+``bare-equal``
+    The bare loop producing, for each event, as many messages as the gateway does for it
+    (decision records, agent messages, dead letters, erasure requests: ~1.66 per event on
+    the default mix) and of the same sizes -- each value a slice of random bytes as long as
+    the gateway's output, the input's key. The counts and sizes come from the real
+    pipeline over the same events, before the run (:func:`output_plan`, passed as
+    ``--outputs``): per customer key, the outputs of each of its events in order (a
+    customer's events keep their order on one partition). What the gateway writes per
+    batch rather than per event (consent changelog, aggregate partials, markers) is not
+    included. The ceiling for the same output volume, where ``bare`` is the ceiling for
+    one output per event.
 ``bare-batch``
     The same loop with hand-built producer batches (``create_batch``/``send_batch``): how
     fast the client can go at all. For context only; the targets use ``bare``.
@@ -27,15 +38,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import sys
 import time
+from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from gateway.kafka.clients import AIOKAFKA_CONSUMER_DEFAULTS, AIOKAFKA_PRODUCER_DEFAULTS
+
+if TYPE_CHECKING:
+    from gateway.runtime import Core
 
 
 def _write(path: Path, events: int, first: float, last: float, **more: Any) -> None:
@@ -50,6 +67,37 @@ def _write(path: Path, events: int, first: float, last: float, **more: Any) -> N
 # --- the bare aiokafka loop ---------------------------------------------------------------
 
 
+def output_plan(core: Core, items: Iterable[tuple[bytes, bytes]]) -> dict[str, Any]:
+    """What the gateway produces for each of ``items`` ((key, value) in publishing order),
+    as the offline pipeline decides it with one consent state per customer: per customer
+    key (text), for each of its events in order, the value sizes of its outputs -- decision
+    records and erasure requests (as logged), agent messages, dead letters. With totals,
+    for the report: ``outputs_per_event`` is the gateway's fan-out on this input."""
+    pipeline = core.pipeline
+    states: dict[str, Any] = {}
+    per_key: dict[str, list[list[int]]] = {}
+    events = outputs = size = 0
+    for key, value in items:
+        out = pipeline.process(value, states, verify=False)
+        sizes = [len(r.to_json()) for r in out.records]
+        if out.erasure_request is not None:
+            sizes.append(len(out.erasure_request.to_json()))
+        sizes += [len(m.value) for m in out.messages]
+        if out.dead_letter is not None:
+            sizes.append(len(out.dead_letter.to_json()))
+        per_key.setdefault(key.decode(), []).append(sizes)
+        events += 1
+        outputs += len(sizes)
+        size += sum(sizes)
+    return {
+        "events": events,
+        "outputs": outputs,
+        "outputs_per_event": outputs / max(events, 1),
+        "avg_output_bytes": size / max(outputs, 1),
+        "per_key": per_key,
+    }
+
+
 async def bare_loop(
     bootstrap: str,
     input_topic: str,
@@ -59,7 +107,19 @@ async def bare_loop(
     result: Path,
     *,
     batched: bool = False,
+    plan: Path | None = None,
 ) -> None:
+    """``plan``: an :func:`output_plan` file -- then each event is answered with the
+    gateway's outputs for it (``bare-equal``) instead of one copy of itself."""
+    queues: dict[bytes, deque[list[int]]] = {}
+    blobs: dict[int, bytes] = {}
+    if plan is not None:
+        doc = orjson.loads(plan.read_bytes())
+        queues = {k.encode(): deque(v) for k, v in doc["per_key"].items()}
+        sizes = {s for q in queues.values() for outs in q for s in outs}
+        noise = random.Random(0).randbytes(max(sizes, default=0))  # incompressible
+        blobs = {s: noise[:s] for s in sizes}
+    unplanned = 0  # events not in the plan (none expected): answered with no output
     consumer = AIOKafkaConsumer(
         input_topic,
         bootstrap_servers=bootstrap,
@@ -101,13 +161,24 @@ async def bare_loop(
                     futures.append(
                         await producer.send_batch(batch, output_topic, partition=tp.partition)
                     )
+                elif plan is not None:
+                    for r in records:
+                        q = queues.get(r.key) if r.key is not None else None
+                        if not q:
+                            unplanned += 1
+                            continue
+                        for size in q.popleft():
+                            futures.append(
+                                await producer.send(output_topic, blobs[size], key=r.key)
+                            )
                 else:
                     for r in records:
                         futures.append(await producer.send(output_topic, r.value, key=r.key))
                 n += len(records)
             await asyncio.gather(*futures)
             await consumer.commit()
-        _write(result, n, first, time.monotonic())
+        more = {"unplanned": unplanned} if plan is not None else {}
+        _write(result, n, first, time.monotonic(), **more)
     finally:
         await consumer.stop()
         await producer.stop()
@@ -219,7 +290,9 @@ def faust_noop(
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m gateway.dev.bench.baselines")
-    ap.add_argument("mode", choices=["bare", "bare-batch", "faust-per-event", "faust-noop"])
+    ap.add_argument(
+        "mode", choices=["bare", "bare-equal", "bare-batch", "faust-per-event", "faust-noop"]
+    )
     ap.add_argument("--bootstrap", default="")
     ap.add_argument("--input", default="")
     ap.add_argument("--output", default="")
@@ -227,8 +300,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--events", type=int, required=True)
     ap.add_argument("--result", type=Path, required=True)
+    ap.add_argument("--outputs", type=Path, default=None, help="bare-equal: output_plan file")
     a = ap.parse_args(argv)
-    if a.mode in ("bare", "bare-batch"):
+    if a.mode in ("bare", "bare-equal", "bare-batch"):
+        if a.mode == "bare-equal" and a.outputs is None:
+            ap.error("bare-equal needs --outputs")
         asyncio.run(
             bare_loop(
                 a.bootstrap,
@@ -238,6 +314,7 @@ def main(argv: list[str] | None = None) -> None:
                 a.group,
                 a.result,
                 batched=a.mode == "bare-batch",
+                plan=a.outputs if a.mode == "bare-equal" else None,
             )
         )
     elif a.mode == "faust-per-event":

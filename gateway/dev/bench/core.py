@@ -15,19 +15,57 @@ the per-stage figures carry no profiler or wrapper overhead:
 * ``verify`` -- the publisher's signature (``PublisherRegistry.verify``), with the headers
   ``sign`` gives each event; also outside ``process`` here (which is timed unverified, so
   that the figures compare with earlier runs), and in the worker part of admission. Per
-  publisher scheme too: ``verify_ed25519``, ``verify_hmac-sha256``.
+  publisher scheme too: ``verify_ed25519``, ``verify_hmac-sha256``;
+* ``route`` -- ``subject_partition`` of each event's customer id: the worker's routing
+  decision at admission (the hop itself, for events on another partition, is Kafka work:
+  the throughput phase's re-routed row measures it); outside ``process``;
+* ``aggregate`` -- what the worker does with ``EventResult.contributions`` after each
+  decided event: ``AggregateBatch.event`` (gateway.stream.aggregation) -- every aggregate
+  agent's watermark advanced, the event's contributions added to its subject
+  partition's windows -- on fresh windows each round, in batches of
+  ``AGGREGATE_BATCH`` events as the worker's; outside ``process``. The partials'
+  JSON and MACs are per batch (steps 5 and 6), not timed here.
+
+The stages above ``route`` are defined as they were before it, so their figures compare
+with earlier runs (``other`` and ``bound`` do not include route, aggregate or verify).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
+from gateway.aggregates import Aggregator, Contribution
 from gateway.consent import ConsentState
 from gateway.events import parse_event
+from gateway.policy import AggregateSpec
 from gateway.records import DecisionRecord
+from gateway.routing import subject_partition
 from gateway.runtime import Core
+from gateway.stream.aggregation import AggregateBatch, WorkerAggregation, aggregate_specs
+
+# Events per AggregateBatch in the aggregate stage: about the worker's batches at full
+# rate (BENCHMARKS.md: 476-490).
+AGGREGATE_BATCH = 500
+
+
+class _FreshWindows(WorkerAggregation):
+    """The worker's per-partition aggregators, empty: no consent store, no changelog to
+    restore from -- what ``AggregateBatch.event`` feeds, and nothing else."""
+
+    def __init__(self, specs: dict[str, AggregateSpec]):  # no super(): no store, no topic
+        self.specs = specs
+        self._fresh: dict[int, dict[str, Aggregator]] = {}
+
+    def aggregators(self, partition: int) -> dict[str, Aggregator]:
+        got = self._fresh.get(partition)
+        if got is None:
+            got = self._fresh[partition] = {
+                agent: Aggregator(spec, agent, partition) for agent, spec in self.specs.items()
+            }
+        return got
 
 
 def _timed(fn: Callable[[], Any]) -> float:
@@ -60,6 +98,12 @@ def measure(
     decide_args: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
     seal_args: list[tuple[Any, tuple[Any, ...], dict[str, Any]]] = []
     records: list[DecisionRecord] = []
+    # Per decided event: (subject partition, occurred_at, contributions), as the worker
+    # hands them to its AggregateBatch.
+    decided: list[tuple[int, datetime, list[Contribution]]] = []
+    customers: list[str] = []
+    partitions = core.settings.partitions
+    dead_letters = erasure_requests = 0
     real_decide = engine.decide
     real_seals = {name: s.seal for name, s in pipeline.sealers.items()}
 
@@ -85,6 +129,12 @@ def measure(
             out = pipeline.process(raw, states, verify=False)
             records.extend(out.records)
             messages += len(out.messages)
+            dead_letters += out.dead_letter is not None
+            erasure_requests += out.erasure_request is not None
+            if out.event is not None and out.dead_letter is None:
+                customers.append(out.event.customer_id)
+                part = subject_partition(out.event.customer_id, partitions)
+                decided.append((part, out.event.occurred_at, out.contributions))
     finally:
         del engine.decide
         for sealer in pipeline.sealers.values():
@@ -106,12 +156,27 @@ def measure(
         for r in records:
             r.to_json()
 
+    def route_all() -> None:
+        for customer_id in customers:
+            subject_partition(customer_id, partitions)
+
+    specs = aggregate_specs(core.policy)
+
+    def aggregate_all() -> None:
+        owner = _FreshWindows(specs)
+        for i in range(0, len(decided), AGGREGATE_BATCH):
+            batch = AggregateBatch(owner)
+            for part, occurred_at, contributions in decided[i : i + AGGREGATE_BATCH]:
+                batch.event(part, occurred_at, contributions)
+
     stages = {
         "process": process_all,
         "parse": parse_all,
         "decide": decide_all,
         "seal": seal_all,
         "record_json": record_json_all,
+        "route": route_all,
+        "aggregate": aggregate_all,
     }
     Signed = list[tuple[bytes, list[tuple[str, bytes]]]]
     registry = pipeline.publishers
@@ -141,6 +206,11 @@ def measure(
         "decisions_per_event": len(decide_args) / n,
         "messages_per_event": messages / n,
         "records_per_event": len(records) / n,
+        # Everything the gateway logs or discloses per event (records, erasure requests,
+        # agent messages, dead letters): its output fan-out, against the bare loop's one.
+        "outputs_per_event": (len(records) + erasure_requests + messages + dead_letters) / n,
+        "contributions_per_event": sum(len(c) for _, _, c in decided) / n,
+        "aggregate_agents": len(specs),
         "us_per_event": us,
         "events_per_s": 1e6 / us["process"],
         # The core's whole per-event cost, record JSON included: what a

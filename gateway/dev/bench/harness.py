@@ -8,10 +8,13 @@ beginning):
 
 0. core -- ``Pipeline.process`` alone, no Kafka: the bound on one worker, per stage;
    broker -- the broker's own produce round trip and fetch delay, no gateway;
-1. throughput -- the bare aiokafka loop (ceiling), the per-event faust agent, and the
-   gateway worker (``gateway run --role gateway``: default agents.yaml, encryption,
-   disclosure records, log before disclose); events/s from the first event processed
-   to the last, so start-up and group joins are not counted;
+1. throughput -- the bare aiokafka loop (ceiling), the same loop producing the gateway's
+   outputs per event (the ceiling at equal output; counts and sizes from the offline
+   core over the same events), the per-event faust agent, and the gateway worker
+   (``gateway run --role gateway``: default agents.yaml, encryption, disclosure records,
+   log before disclose), also with every event re-routed (the routing cost); events/s
+   from the first event processed to the last, so start-up and group joins are not
+   counted;
 2. latency -- publish->agent-topic p50/p95/p99 through the same gateway worker at half
    the rate it just reached;
 3. scaling -- the gateway's events/s by event size and by number of agents;
@@ -37,6 +40,7 @@ from typing import Any
 
 import orjson
 
+from gateway.dev.bench import baselines
 from gateway.dev.bench import core as core_bench
 from gateway.dev.bench.infra import (
     Deployment,
@@ -89,6 +93,7 @@ class Options:
     core_events: int = 20_000
     diagnostics: bool = True  # faust's own per-event cost (faust-noop), bare-batch
     rerouted: bool = True  # the throughput run again, every event re-routed (routing cost)
+    equal_output: bool = True  # the bare loop producing the gateway's outputs per event
     phases: tuple[str, ...] = (
         "core",
         "broker",
@@ -140,6 +145,7 @@ class Bench:
         input_topic: str,
         dep: Deployment | None = None,
         partitions: int = 4,
+        extra: Sequence[str] = (),
     ) -> dict[str, Any]:
         ws = self.ws
         tag = f"{mode}-{input_topic}-{events}"
@@ -165,6 +171,7 @@ class Bench:
             str(events),
             "--result",
             str(result),
+            *extra,
         ]
         cwd = dep.dir if dep is not None else ws.root
         env = dep.env() if dep is not None else dict(os.environ)
@@ -313,6 +320,11 @@ class Bench:
         self.log("  bare aiokafka loop ...")
         r["bare"] = self._baseline("bare", events=o.events, input_topic=INPUT)
         self.log(f"    {r['bare']['events_per_s']:.0f} events/s")
+        # The gateway's deployment, made now: its core (same policy and keys as the worker
+        # run below) says what the gateway produces for each event.
+        gw_dep = self.ws.deployment("gateway", input_topic=INPUT, partitions=o.partitions)
+        if o.equal_output:
+            r["bare_equal_output"] = self._bare_equal_output(gw_dep)
         if o.diagnostics:
             self.log("  bare loop with hand-built batches (context) ...")
             r["bare_batch"] = self._baseline("bare-batch", events=o.events, input_topic=INPUT)
@@ -330,8 +342,7 @@ class Bench:
         )
         self.log(f"    {r['faust_per_event']['events_per_s']:.0f} events/s")
         self.log("  gateway worker ...")
-        dep = self.ws.deployment("gateway", input_topic=INPUT, partitions=o.partitions)
-        r["gateway"] = self._gateway(dep, o.events)
+        r["gateway"] = self._gateway(gw_dep, o.events)
         us = r["gateway"]["us_per_event"]
         self.log(
             f"    {r['gateway']['events_per_s']:.0f} events/s; per event in batches of "
@@ -355,8 +366,46 @@ class Bench:
                 " customer's partition)"
             )
         r["ratio_vs_bare"] = g / r["bare"]["events_per_s"]
+        if "bare_equal_output" in r:
+            r["ratio_vs_bare_equal_output"] = g / r["bare_equal_output"]["events_per_s"]
         r["ratio_vs_faust_per_event"] = g / r["faust_per_event"]["events_per_s"]
         self.results["throughput"] = r
+        self.log(
+            f"  gateway is {r['ratio_vs_bare']:.2f} x the bare loop"
+            + (
+                f", {r['ratio_vs_bare_equal_output']:.2f} x the bare loop with its outputs "
+                f"({r['bare_equal_output']['outputs_per_event']:.2f} per event)"
+                if "ratio_vs_bare_equal_output" in r
+                else ""
+            )
+            + f", {r['ratio_vs_faust_per_event']:.2f} x the per-event faust agent"
+        )
+
+    def _bare_equal_output(self, dep: Deployment) -> dict[str, Any]:
+        """The bare loop answering each event with as many messages, of the same sizes, as
+        the gateway produces for it (see baselines.output_plan): the offline core over the
+        same events first, then the loop in its own process."""
+        o = self.opts
+        t = time.monotonic()
+        plan = baselines.output_plan(
+            dep.core,
+            event_items(random_events(o.events, seed=o.seed, customers=o.customers)),
+        )
+        path = self.ws.root / "bare-equal-plan.json"
+        path.write_bytes(orjson.dumps(plan))
+        self.log(
+            f"  bare loop with the gateway's outputs per event: "
+            f"{plan['outputs_per_event']:.2f} per event, {plan['avg_output_bytes']:.0f} B on "
+            f"average (offline core over the same events, {time.monotonic() - t:.1f} s) ..."
+        )
+        got = self._baseline(
+            "bare-equal", events=o.events, input_topic=INPUT, extra=["--outputs", str(path)]
+        )
+        got["outputs_per_event"] = plan["outputs_per_event"]
+        got["avg_output_bytes"] = plan["avg_output_bytes"]
+        got["outputs"] = plan["outputs"]
+        self.log(f"    {got['events_per_s']:.0f} events/s")
+        return got
 
     def latency(self) -> None:
         """Each load point on a fresh worker, input topic and agent topics: Tansu's memory

@@ -79,6 +79,24 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+def ratios_line(t: dict[str, Any]) -> str:
+    """The gateway's rate against each ceiling, and what routing costs, in one line."""
+    parts = [f"{t['ratio_vs_bare']:.2f} x the bare loop"]
+    if "ratio_vs_bare_equal_output" in t:
+        parts.append(
+            f"{t['ratio_vs_bare_equal_output']:.2f} x the bare loop producing its "
+            f"{t['bare_equal_output']['outputs_per_event']:.2f} outputs per event"
+        )
+    parts.append(f"{t['ratio_vs_faust_per_event']:.2f} x the per-event faust agent")
+    line = "Gateway: " + ", ".join(parts)
+    if "rerouting_cost" in t:
+        line += (
+            f"; routing costs {100 * t['rerouting_cost']:.0f} % of throughput when every"
+            " event is re-routed"
+        )
+    return line
+
+
 def _mib(n: float) -> str:
     return f"{n / 2**20:.0f} MiB"
 
@@ -111,13 +129,22 @@ def render(r: dict[str, Any], console: Console) -> None:
     if c:
         us = c["us_per_event"]
         cols: tuple[str, ...] = ("parse", "decide", "seal", "other", "process", "record_json")
+        # Per-event work outside `process` (results from before these stages lack them):
+        # the routing decision, and feeding the aggregate windows.
+        cols += tuple(k for k in ("route", "aggregate") if k in us)
         # The publisher's signature check (admission), per scheme, when measured.
         cols += tuple(k for k in sorted(us) if k.startswith("verify"))
         console.print(
             _table(
                 f"Core alone (Pipeline.process, no Kafka, one core), µs per event; "
                 f"{c['decisions_per_event']:.2f} decisions and "
-                f"{c['messages_per_event']:.2f} sealed messages per event",
+                f"{c['messages_per_event']:.2f} sealed messages per event"
+                + (
+                    f", {c['outputs_per_event']:.2f} outputs in all, "
+                    f"{c['contributions_per_event']:.2f} aggregate contributions"
+                    if "outputs_per_event" in c
+                    else ""
+                ),
                 (*cols, "events/s", "bound"),
                 [
                     (
@@ -149,13 +176,25 @@ def render(r: dict[str, Any], console: Console) -> None:
     t = r.get("throughput")
     if t:
         g = t["gateway"]["events_per_s"]
+        eq = t.get("bare_equal_output")
         programs = [
-            ("bare aiokafka loop (ceiling)", t["bare"]),
+            ("bare aiokafka loop, one output per event (ceiling)", t["bare"]),
+            (
+                f"bare loop, the gateway's {eq['outputs_per_event']:.2f} outputs per event "
+                f"of {eq['avg_output_bytes']:.0f} B (ceiling at equal output)"
+                if eq
+                else "",
+                eq,
+            ),
             ("bare loop, hand-built batches (context)", t.get("bare_batch")),
             ("faust noack_take, no work (context)", t.get("faust_noop")),
             ("per-event faust agent", t["faust_per_event"]),
             ("gateway worker", t["gateway"]),
-            ("gateway worker, every event re-routed", t.get("gateway_rerouted")),
+            (
+                "gateway worker, every event re-routed (routing cost: "
+                f"{100 * t.get('rerouting_cost', 0.0):.0f} % of throughput)",
+                t.get("gateway_rerouted"),
+            ),
         ]
         console.print(
             _table(
@@ -175,6 +214,7 @@ def render(r: dict[str, Any], console: Console) -> None:
                 left=1,
             )
         )
+        console.print(ratios_line(t))
     lat = r.get("latency")
     if lat:
         rows = []
