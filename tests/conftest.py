@@ -27,6 +27,15 @@ ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.broker_plugin"]
 
 
+@pytest.fixture(autouse=True)
+def _no_inherited_terminal_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The CLI lays tables out to COLUMNS when it is set. pytest-xdist's workers get
+    # COLUMNS=80 and LINES=24, which would squeeze every table the CLI tests read; a test
+    # that wants a width sets it itself.
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)
+
+
 @pytest.fixture(scope="session")
 def policy() -> Policy:
     return load_policy(ROOT / "agents.yaml")

@@ -69,6 +69,13 @@ class FittedConsole(Console):
     terminal at all (a pipe from cron, a test) is laid out ``NO_TERMINAL_WIDTH`` wide
     rather than squeezed to 80 columns."""
 
+    def __init__(self, *args: Any, width: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, width=width, **kwargs)
+        if width is None:
+            # rich fixes the width to COLUMNS as it was when the console was made (at
+            # import, for the module's console); read it on every use instead.
+            self._width = None
+
     @property
     def size(self) -> ConsoleDimensions:
         dims = super().size

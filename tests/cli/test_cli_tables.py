@@ -164,3 +164,9 @@ def test_consoles_follow_the_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("COLUMNS")
     # No terminal and no COLUMNS (a pipe, cron): laid out wide rather than at 80.
     assert console.width == NO_TERMINAL_WIDTH
+    # COLUMNS as it is when used, not as it was when the console was made (the CLI's
+    # console is made at import).
+    monkeypatch.setenv("COLUMNS", "50")
+    early = FittedConsole(file=io.StringIO())
+    monkeypatch.setenv("COLUMNS", "120")
+    assert early.width == 120
