@@ -3,7 +3,13 @@ customer id, an event value or anything else personal."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -130,3 +136,45 @@ AGGREGATE_IGNORED = Counter(
     ["agent"],
     registry=REGISTRY,
 )
+
+
+class _GcCollector(Collector):
+    """The cyclic collector's time and runs, per generation, as counted by :func:`gc_timed`
+    (read at scrape time: the GC callback itself takes no lock)."""
+
+    def collect(self) -> Iterator[Metric]:
+        seconds = CounterMetricFamily(
+            "gateway_gc_seconds",
+            "Time the worker spent in Python's cyclic garbage collector, per generation"
+            " (the collector stops everything else in the process while it runs)",
+            labels=["generation"],
+        )
+        runs = CounterMetricFamily(
+            "gateway_gc_collections",
+            "Cyclic garbage collections, per generation",
+            labels=["generation"],
+        )
+        for generation, (n, took) in enumerate(GC_TIME):
+            seconds.add_metric([str(generation)], took)
+            runs.add_metric([str(generation)], n)
+        yield seconds
+        yield runs
+
+
+# Per generation: [collections, seconds]; written by gc_timed only.
+GC_TIME: list[list[float]] = [[0, 0.0], [0, 0.0], [0, 0.0]]
+_gc_started = 0.0
+
+
+def gc_timed(phase: str, info: dict[str, Any]) -> None:
+    """A ``gc.callbacks`` entry: counts each collection and its time."""
+    global _gc_started
+    if phase == "start":
+        _gc_started = time.perf_counter()
+        return
+    got = GC_TIME[info["generation"]]
+    got[0] += 1
+    got[1] += time.perf_counter() - _gc_started
+
+
+REGISTRY.register(_GcCollector())

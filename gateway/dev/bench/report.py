@@ -215,6 +215,20 @@ def render(r: dict[str, Any], console: Console) -> None:
             )
         )
         console.print(ratios_line(t))
+        gw = t.get("gateway") or {}
+        us_gw = gw.get("us_per_event")
+        if us_gw:
+            # The worker's own account (its /metrics), per event: where its time went.
+            console.print(
+                f"Gateway worker, µs per event in batches of "
+                f"{gw['batches']['events_per_batch']:.0f}: "
+                + ", ".join(f"{k} {v:.0f}" for k, v in gw["us_per_event"].items())
+                + (
+                    " (gc: the garbage collector, in any phase)"
+                    if "gc" in gw["us_per_event"]
+                    else ""
+                )
+            )
     lat = r.get("latency")
     if lat:
         rows = []
