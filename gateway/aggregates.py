@@ -339,6 +339,14 @@ def derive_rows(
     at = payload.get("occurred_at")
     hour = at[11:13] if isinstance(at, str) and len(at) >= 13 else "(unknown)"
     out: dict[str, list[tuple[tuple[str, ...], dict[str, int]]]] = {}
+    # Tables share dimensions (hour, device class, ...): each is derived once per event.
+    memo: dict[str, list[str] | None] = {}
+
+    def dimension(name: str) -> list[str] | None:
+        if name not in memo:
+            memo[name] = _dimension_values(name, event_type, data, hour)
+        return memo[name]
+
     for tname, table in spec.tables.items():
         if event_type not in table.events:
             continue
@@ -346,7 +354,7 @@ def derive_rows(
         if "product_category" in table.dimensions:
             # One row per order line the engine let through with its description.
             others = [d for d in table.dimensions if d != "product_category"]
-            fixed = {d: _dimension_values(d, event_type, data, hour) for d in others}
+            fixed = {d: dimension(d) for d in others}
             currency = str(data.get("currency", "USD"))
             for item in data.get("items") or []:
                 desc = item.get("description")
@@ -362,7 +370,7 @@ def derive_rows(
                 values = {**fixed, "product_category": [product_category(desc)]}
                 rows += [(dims, dict(sums)) for dims in _product(table.dimensions, values)]
         else:
-            values = {d: _dimension_values(d, event_type, data, hour) for d in table.dimensions}
+            values = {d: dimension(d) for d in table.dimensions}
             sums = {}
             if "order_total" in table.measures and data.get("total") is not None:
                 sums[f"order_total.{data.get('currency', 'USD')}"] = _cents(data["total"])

@@ -28,9 +28,11 @@ SubjectType = Literal["consumer", "business", "aggregate"]
 def uuid_format(digest: bytes) -> str:
     """The first 16 bytes of ``digest`` as an RFC 9562 UUID, version 8 (custom) and the
     RFC variant: record ids look and sort like any UUID."""
-    x = digest[:16].hex()
-    variant = "89ab"[int(x[16], 16) & 3]
-    return f"{x[:8]}-{x[8:12]}-8{x[13:16]}-{variant}{x[17:20]}-{x[20:32]}"
+    b = bytearray(digest[:16])
+    b[6] = (b[6] & 0x0F) | 0x80  # version 8
+    b[8] = (b[8] & 0x3F) | 0x80  # variant 10xx
+    x = b.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 def decision_digest(

@@ -113,6 +113,16 @@ def test_uuid_format_is_a_standard_uuid_version_8(digest: bytes) -> None:
     parsed = uuid.UUID(text)
     assert str(parsed) == text
     assert parsed.version == 8 and parsed.variant == uuid.RFC_4122
+    # The digest's first 16 bytes, only the version and variant bits replaced: ids in logs
+    # written by any version of the gateway are the same ids.
+    want = bytearray(digest[:16])
+    want[6] = (want[6] & 0x0F) | 0x80
+    want[8] = (want[8] & 0x3F) | 0x80
+    assert parsed.bytes == bytes(want)
+
+
+def test_uuid_format_of_a_known_digest() -> None:
+    assert uuid_format(bytes(range(200, 232))) == "c8c9cacb-cccd-8ecf-90d1-d2d3d4d5d6d7"
 
 
 def test_record_ids_are_standard_uuids(records: list[DecisionRecord]) -> None:
