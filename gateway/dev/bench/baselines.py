@@ -8,7 +8,7 @@
     acknowledgement, commit.
 ``bare-equal``
     The bare loop producing, for each event, as many messages as the gateway does for it
-    (decision records, agent messages, dead letters, erasure requests: ~1.66 per event on
+    (decision records, agent messages, dead letters, erasure requests: ~2.6 per event on
     the default mix) and of the same sizes -- each value a slice of random bytes as long as
     the gateway's output, the input's key. The counts and sizes come from the real
     pipeline over the same events, before the run (:func:`output_plan`, passed as
