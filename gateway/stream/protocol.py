@@ -51,20 +51,25 @@ step 4 (before the disclosures) nor be split across them. Three acknowledged rou
 per batch are the floor: record before message, message before marker.
 
 **Overlapping batches** (:meth:`BatchProtocol.submit`, which the worker uses; ``process``
-is ``submit`` awaited to the end). Steps 1--3 of the next batch run while steps 4--7 of
-the previous one are out, so the CPU of one batch hides the round trips of the other.
-What keeps that safe: the steps of one batch stay in the order above; step 4 of a batch
-starts only once the previous batch's step 5 is acknowledged, and its step 6 once the
-previous batch's step 7 is done, so records, agent messages and changelog entries
-(markers included) reach every partition in batch order, per subject as before; at most
-one batch is out while the next is decided. The next batch is decided against the
-consent changes of the batch still out (held aside until that batch's step 7 takes them
-into the table): had the changes been durable, that is the state it would have met; and
-if a crash loses them, neither batch's marker is durable (the later marker waits for the
-earlier), so a restarted worker decides both batches again, in order, from the same
-state, to the same ids. If a partition of the batch still out is revoked or restored
-before the next batch is decided, the next waits until the one out is finished, and is
-decided against the state as restored.
+is ``submit`` awaited to the end). Once a batch's step 5 is acknowledged, the next batch
+is taken through steps 1--3 while the first one's steps 6 and 7 are out: the changelog's
+round trip no longer holds the next batch's records and messages back. (The next batch is
+not decided while the previous one's records and messages are out: deciding holds the
+event loop, so their acknowledgements, and the previous batch's agent messages after its
+records, would wait for it.) What keeps that safe: the steps of one batch stay in the
+order above; step 4 of a batch starts only once the previous batch's step 5 is
+acknowledged, and its step 6 once the previous batch's step 7 is done, so records, agent
+messages and changelog entries (markers included) reach every partition in batch order,
+per subject as before; at most one batch is out while the next is decided. The next batch
+is decided against the consent changes of the batch still out (held aside until that
+batch's step 7 takes them into the table): had the changes been durable, that is the
+state it would have met; and if a crash loses them, neither batch's marker is durable
+(the later marker waits for the earlier), so a restarted worker decides both batches
+again, in order, from the same state, to the same ids. If a partition of the batch still
+out is revoked or restored before the next batch is decided, the next waits until the
+one out is finished, and is decided against the state as restored. A batch that fails
+(a bug: broker trouble is retried for as long as it lasts) fails the next one, and
+nothing is decided after it: a later marker would cover its events.
 
 **Subject routing.** A customer's events must all be decided against one consent state,
 in one order, whatever client, partitioner or key their publishers used. The customer's
@@ -277,8 +282,9 @@ class BatchProtocol(Generic[M]):
         return await (await self.submit(messages))
 
     async def submit(self, messages: Sequence[M]) -> asyncio.Future[list[M]]:
-        """Steps 1--3 of one batch (in offset order per partition) now, steps 4--7 in the
-        background, overlapping the next batch's steps 1--3 (see *Overlapping batches*).
+        """Steps 1--3 of one batch (in offset order per partition) once the batch out has
+        its agent messages acknowledged, then steps 4--7 in the background (see
+        *Overlapping batches*).
         Returns a future of the messages decided and acknowledged here, done after step 7.
         A batch that fails (a bug: the sender retries broker trouble for as long as it
         lasts) fails the one after it, and every later ``submit`` raises."""
@@ -286,8 +292,11 @@ class BatchProtocol(Generic[M]):
         started = loop.time()
         if self._failure is not None:
             raise self._failure
-        # At most one batch out while this one is decided.
+        # At most one batch out while this one is decided, and its agent messages
+        # acknowledged: its records and messages go out at once, not after this decide.
         await self.settle(keep=1)
+        if self._flights:
+            await asyncio.shield(self._flights[-1].published)
 
         # Step 1. Owned and ready.
         messages = await self.owned_and_ready(messages)

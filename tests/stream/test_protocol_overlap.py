@@ -169,10 +169,17 @@ def test_the_next_batch_is_decided_while_the_previous_one_is_out_and_the_order_h
         b = await submit(h, "B", second)
         return await a, await b
 
+    async def slow_changelog(k: str) -> None:
+        if k == "changelog":
+            await asyncio.sleep(0.02)  # a round trip that takes its time
+
     h = harness(core)
+    h.broker.before = slow_changelog
     done_a, done_b = asyncio.run(asyncio.wait_for(scenario_run(), 10))
     assert (done_a, done_b) == (first, second)
-    # B was decided before A was finished: the two overlapped.
+    # B was decided while A's changelog was out: the two overlapped; but only once A's
+    # agent messages were acknowledged.
+    assert at(h, "done", "A", "disclose") < at(h, "decided", "B")
     assert at(h, "decided", "B") < at(h, "done", "A", "changelog")
     assert_batch_order(h, "A", first)
     assert_batch_order(h, "B", second)
@@ -233,9 +240,17 @@ def test_a_partition_restored_while_a_batch_is_out_is_decided_after_it(core: Cor
     first, second = halves()
     h = harness(core)
 
+    async def slow_changelog(k: str) -> None:
+        if k == "changelog":
+            await asyncio.sleep(0.02)  # A is still out when B comes
+
+    h.broker.before = slow_changelog
+
     async def scenario_run() -> list[Msg]:
         await h.consent.restore([0, 1])
         a = await submit(h, "A", first)
+        await asyncio.sleep(0.005)  # A's agent messages acknowledged, its changelog out
+        assert not a.done()
         await h.consent.restore([0, 1])
         b = await submit(h, "B", second)
         assert a.done()
@@ -264,19 +279,18 @@ def test_a_failed_batch_fails_the_next_submit(core: Core) -> None:
     async def scenario_run() -> None:
         await h.consent.restore([0, 1])
         a = await submit(h, "A", first)
-        b = await submit(h, "B", second)
+        with pytest.raises(Broken):
+            await submit(h, "B", second)
         with pytest.raises(Broken):
             await a
         with pytest.raises(Broken):
-            await b
-        with pytest.raises(Broken):
             await h.protocol.submit(second)
 
-    # B was decided against A's held changes and its marker would cover A's events: it
-    # fails with A, and nothing is decided after a failure.
+    # A later batch's marker would cover A's events: nothing is decided after a failure.
     asyncio.run(asyncio.wait_for(scenario_run(), 10))
     assert h.acks() == []
     assert not [s for s in h.broker.acked if s.topic == CHANGELOG]
+    assert ("decided", "B") not in h.effects
 
 
 # --- the latency budget --------------------------------------------------------------------
