@@ -321,8 +321,8 @@ def add_gateway_lane(
 
     async def gateway_lane(messages: list[Message]) -> None:
         # Cut into batches whose deciding fits the budget; each is decided while the one
-        # before it is sent (BatchProtocol.submit), and the lane fetches again as soon as
-        # the last one is decided.
+        # before it writes its changelog (BatchProtocol.submit), and the lane fetches
+        # again as soon as the last one is decided.
         i = 0
         while i < len(messages):
             n = batches.batch_limit(budget, settings.batch_max)
