@@ -57,6 +57,18 @@ class Settings(BaseSettings):
     app_id: str = "disclosure-gateway"
     max_event_bytes: int = Field(256 * 1024, ge=1024)
     batch_max: int = Field(500, ge=1, description="Events processed per batch at most.")
+    # A batch's first event waits for the whole batch to be decided before its record
+    # goes out: a batch is cut where deciding it is estimated (at the recent cost per
+    # event) to take this long, however many events a fetch brought. 50 ms cuts a
+    # backlog's batches to about 200 events (measured: 7 % less throughput than 500;
+    # 20 ms, about 80 events: 18 % less) and leaves the small batches of a steady load
+    # alone.
+    batch_budget_ms: float = Field(
+        50.0,
+        gt=0,
+        description="Deciding one batch is estimated to take this long at most (ms); a "
+        "fetched pile is cut into batches that fit (and into batch_max events at most).",
+    )
     aggregate_idle_seconds: float = Field(
         30.0,
         gt=0,
