@@ -65,6 +65,12 @@ BATCH_PHASE_SECONDS = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
     registry=REGISTRY,
 )
+DECIDE_CPU_SECONDS = Counter(
+    "gateway_batch_decide_cpu_seconds",
+    "CPU time the worker's thread spent deciding batches (step 3); against the decide"
+    " phase's wall time, the share it waited for a CPU",
+    registry=REGISTRY,
+)
 BATCH_SIZE = Histogram(
     "gateway_batch_events",
     "Events per batch",

@@ -104,7 +104,9 @@ acknowledged) and the :class:`~gateway.stream.consent_store.ConsentStore`.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
@@ -436,6 +438,23 @@ class BatchProtocol(Generic[M]):
         events before it in the batch left it."""
         loop = asyncio.get_running_loop()
         started = loop.time()
+        cpu = time.thread_time()
+        # No cyclic collection while deciding: a batch allocates hundreds of thousands of
+        # objects, nearly all freed by reference counting, and each collection would also
+        # walk the batch's outputs made so far. Measured on a worker over 30,000 events:
+        # the collector's time fell from 24 to 7--9 µs per event. (Step 3 does not await:
+        # nothing else runs with the collector off, and a cycle made here waits at most
+        # until the batch is decided.)
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            return self._decide_all(messages, started, cpu)
+        finally:
+            if collecting:
+                gc.enable()
+
+    def _decide_all(self, messages: Sequence[M], started: float, cpu: float) -> Decided[M]:
+        loop = asyncio.get_running_loop()
         overlay = Overlay(self._state)
         outcomes = []
         forwards: list[tuple[Item, int, int]] = []
@@ -463,6 +482,9 @@ class BatchProtocol(Generic[M]):
             aggregates.outputs(self.changelog_topic)
         elapsed = loop.time() - started
         metrics.BATCH_PHASE_SECONDS.labels("decide").observe(elapsed)
+        # This thread's CPU time in the same span: what the wall time has beyond it is
+        # time the worker was not running (the broker, the consumer thread, the machine).
+        metrics.DECIDE_CPU_SECONDS.inc(time.thread_time() - cpu)
         cost = elapsed / len(messages)
         self.decide_cost = cost if self.decide_cost is None else 0.8 * self.decide_cost + 0.2 * cost
         return Decided(messages, outcomes, writes, forwards, sources, aggregates)

@@ -6,6 +6,7 @@ the tests read the order from it."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -536,3 +537,21 @@ def test_a_forwarded_event_for_another_partition_is_dead_lettered_misrouted(core
     h.run([elsewhere])
     dead = [orjson.loads(s.value) for s in h.broker.acked if s.topic == DEAD]
     assert [d["reason"] for d in dead] == ["misrouted"]
+
+
+def test_the_collector_is_off_while_a_batch_is_decided_and_on_again_after(
+    core: Core, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[bool] = []
+    real = core.pipeline.decide
+
+    def decide(*args: Any, **kwargs: Any) -> Any:
+        seen.append(gc.isenabled())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core.pipeline, "decide", decide)
+    assert gc.isenabled()
+    h = Harness(core)
+    h.run(scenario_messages())
+    assert seen and not any(seen)
+    assert gc.isenabled()

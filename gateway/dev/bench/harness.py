@@ -233,7 +233,15 @@ class Bench:
                     phase: 1000 * batches[f"{phase}_ms"] / batches["events_per_batch"]
                     if batches["events_per_batch"]
                     else 0.0
-                    for phase in ("batch", "decide", "log", "disclose", "changelog", "gc")
+                    for phase in (
+                        "batch",
+                        "decide",
+                        "decide_cpu",
+                        "log",
+                        "disclose",
+                        "changelog",
+                        "gc",
+                    )
                 },
             }
         finally:
@@ -827,7 +835,10 @@ def _batch_phases(before: dict[str, float], after: dict[str, float]) -> dict[str
         n = delta(f"gateway_batch_phase_seconds_count{{phase={phase}}}")
         total = delta(f"gateway_batch_phase_seconds_sum{{phase={phase}}}")
         out[f"{phase}_ms"] = 1000 * total / n if n else 0.0
-    # The garbage collector's share (any phase, any thread): the worker counts it itself.
+    # The decide phase's CPU time (its wall time less the time the worker waited for a
+    # CPU), and the garbage collector's (any phase, any thread): the worker counts both.
+    cpu = delta("gateway_batch_decide_cpu_seconds_total")
+    out["decide_cpu_ms"] = 1000 * cpu / batches if batches else 0.0
     collected = sum(delta(f"gateway_gc_seconds_total{{generation={g}}}") for g in range(3))
     out["gc_ms"] = 1000 * collected / batches if batches else 0.0
     return out

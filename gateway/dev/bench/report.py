@@ -222,10 +222,11 @@ def render(r: dict[str, Any], console: Console) -> None:
             console.print(
                 f"Gateway worker, µs per event in batches of "
                 f"{gw['batches']['events_per_batch']:.0f}: "
-                + ", ".join(f"{k} {v:.0f}" for k, v in gw["us_per_event"].items())
+                + ", ".join(f"{k} {v:.0f}" for k, v in us_gw.items())
                 + (
-                    " (gc: the garbage collector, in any phase)"
-                    if "gc" in gw["us_per_event"]
+                    " (decide_cpu: the decide phase's CPU time, the rest of it waiting for a"
+                    " CPU; gc: the garbage collector, in any phase)"
+                    if "gc" in us_gw
                     else ""
                 )
             )
