@@ -312,21 +312,17 @@ def add_gateway_lane(
 
     budget = settings.batch_budget_ms / 1000
 
-    def finished(done: asyncio.Future[list[Message]]) -> None:
-        # A failed batch was logged by the protocol; the next batch's submit raises it.
-        if done.cancelled() or done.exception() is not None:
-            return
-        _observe_lag(app, done.result())
-        _stream_active(app, done.result())
-
     async def gateway_lane(messages: list[Message]) -> None:
-        # Cut into batches whose deciding fits the budget; each is decided while the one
-        # before it writes its changelog (BatchProtocol.submit), and the lane fetches
-        # again as soon as the last one is decided.
+        # Cut into batches whose deciding fits the latency budget: a batch's first event
+        # waits for the whole batch to be decided and logged. (Deciding the next batch
+        # while this one's changelog was out was tried: the tails at a quarter and half
+        # the maximum rate were worse, not better -- see BENCHMARKS.md.)
         i = 0
         while i < len(messages):
             n = batches.batch_limit(budget, settings.batch_max)
-            (await batches.submit(messages[i : i + n])).add_done_callback(finished)
+            done = await batches.process(messages[i : i + n])
+            _observe_lag(app, done)
+            _stream_active(app, done)
             i += n
 
     # Subscribed like an agent's topic (faust joins the group for it and commits its

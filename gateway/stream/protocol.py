@@ -19,8 +19,7 @@ list:
    is set aside to be forwarded; every other one is decided against its customer's
    consent state (changes stay local to the batch), and moves its partition's aggregate
    windows (its contributions to aggregate-only agents are added there; see
-   :mod:`gateway.stream.aggregation`). Every output of the batch is made here, as bytes,
-   down to its aggregate partials and windows.
+   :mod:`gateway.stream.aggregation`).
 4. **Log** (one send): every decision record to the disclosure topic, dead letters to
    theirs, and the events set aside to the re-partition topic, each to its customer's
    partition. None of these needs another acknowledged first, and each only has to be
@@ -49,27 +48,6 @@ record batch (while they fit in one: the producer's batch size, 512 KiB), which 
 appends whole: durable together or not at all. So step 6 can neither move into
 step 4 (before the disclosures) nor be split across them. Three acknowledged round trips
 per batch are the floor: record before message, message before marker.
-
-**Overlapping batches** (:meth:`BatchProtocol.submit`, which the worker uses; ``process``
-is ``submit`` awaited to the end). Once a batch's step 5 is acknowledged, the next batch
-is taken through steps 1--3 while the first one's steps 6 and 7 are out: the changelog's
-round trip no longer holds the next batch's records and messages back. (The next batch is
-not decided while the previous one's records and messages are out: deciding holds the
-event loop, so their acknowledgements, and the previous batch's agent messages after its
-records, would wait for it.) What keeps that safe: the steps of one batch stay in the
-order above; step 4 of a batch starts only once the previous batch's step 5 is
-acknowledged, and its step 6 once the previous batch's step 7 is done, so records, agent
-messages and changelog entries (markers included) reach every partition in batch order,
-per subject as before; at most one batch is out while the next is decided. The next batch
-is decided against the consent changes of the batch still out (held aside until that
-batch's step 7 takes them into the table): had the changes been durable, that is the
-state it would have met; and if a crash loses them, neither batch's marker is durable
-(the later marker waits for the earlier), so a restarted worker decides both batches
-again, in order, from the same state, to the same ids. If a partition of the batch still
-out is revoked or restored before the next batch is decided, the next waits until the
-one out is finished, and is decided against the state as restored. A batch that fails
-(a bug: broker trouble is retried for as long as it lasts) fails the next one, and
-nothing is decided after it: a later marker would cover its events.
 
 **Subject routing.** A customer's events must all be decided against one consent state,
 in one order, whatever client, partitioner or key their publishers used. The customer's
@@ -213,20 +191,6 @@ class Decided(Generic[M]):
         return last
 
 
-@dataclass
-class _Flight(Generic[M]):
-    """One batch out: decided, its steps 4 to 7 under way."""
-
-    batch: Decided[M]
-    # Each partition's generation when the batch was decided (step 7 compares them).
-    generations: dict[int, int]
-    # Done once steps 4 and 5 are acknowledged, and once step 7 is done (the messages
-    # acknowledged).
-    published: asyncio.Future[None]
-    finished: asyncio.Future[list[M]]
-    task: asyncio.Task[None] | None = None
-
-
 # --- the protocol ------------------------------------------------------------------------
 
 
@@ -267,120 +231,38 @@ class BatchProtocol(Generic[M]):
         # The aggregate windows of the subject partitions held here (None: no aggregate
         # agent in the policy).
         self.aggregation = aggregation
-        # The batches out (steps 4 to 7 under way), oldest first: at most two, the one
-        # out while the next is decided and that next one.
-        self._flights: list[_Flight[M]] = []
-        # The consent changes of the batches out, until their step 7: (partition, customer
-        # id) -> the state. The next batch is decided against them.
-        self._held: dict[tuple[int, str], ConsentState] = {}
-        # What made a batch fail: every later submit raises it.
-        self._failure: Exception | None = None
         # Seconds to decide one event, recently (a moving average; None: no batch yet).
         self.decide_cost: float | None = None
 
     async def process(self, messages: Sequence[M]) -> list[M]:
-        """Take one batch (in offset order per partition) through every step. Returns the
-        messages decided and acknowledged here, once step 7 is done."""
-        return await (await self.submit(messages))
-
-    async def submit(self, messages: Sequence[M]) -> asyncio.Future[list[M]]:
-        """Steps 1--3 of one batch (in offset order per partition) once the batch out has
-        its agent messages acknowledged, then steps 4--7 in the background (see
-        *Overlapping batches*).
-        Returns a future of the messages decided and acknowledged here, done after step 7.
-        A batch that fails (a bug: the sender retries broker trouble for as long as it
-        lasts) fails the one after it, and every later ``submit`` raises."""
+        """Take one batch (in offset order per partition) through the protocol. Returns the
+        messages decided and acknowledged here."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        if self._failure is not None:
-            raise self._failure
-        # At most one batch out while this one is decided, and its agent messages
-        # acknowledged: its records and messages go out at once, not after this decide.
-        await self.settle(keep=1)
-        if self._flights:
-            await asyncio.shield(self._flights[-1].published)
 
         # Step 1. Owned and ready.
         messages = await self.owned_and_ready(messages)
-        if self._moved():
-            # A partition of the batch out was revoked or restored: its consent changes
-            # held aside may be gone from the table. Decide against the state as it is.
-            await self.settle(keep=0)
 
         # Step 2. Skip what is applied: acknowledged, not decided again.
         messages = self.skip_applied(messages)
-        finished: asyncio.Future[list[M]] = loop.create_future()
         if not messages:
-            finished.set_result([])
-            return finished
+            return []
         metrics.EVENTS_IN.inc(len(messages))
-        # Before any output goes out: step 7 compares them. (No await from the check of
-        # the batch out above to here: what it checked still holds.)
+        # Before any output goes out: step 7 compares them.
         generations = {p: self.consent.generation(p) for p in {m.partition for m in messages}}
 
         # Step 3. Decide.
         batch = self.decide(messages)
-        for p, cid, _, state in batch.writes:
-            self._held[(p, cid)] = state
 
-        # Steps 4 to 7, after the batch out's.
-        flight = _Flight(batch, generations, loop.create_future(), finished)
-        previous = self._flights[-1] if self._flights else None
-        self._flights.append(flight)
-        flight.task = asyncio.create_task(self._send(flight, previous, started))
-        return finished
+        # Steps 4 and 5. Log, then disclose.
+        await self.publish(batch)
+        self.count(batch)
 
-    async def settle(self, keep: int = 0) -> None:
-        """Wait until at most ``keep`` batches are out (their step 7 done). Raises what
-        made one of them fail."""
-        while len(self._flights) > keep:
-            await asyncio.shield(self._flights[0].finished)
+        # Step 6. Changelog.
+        await self.write_changelog(batch)
 
-    def _moved(self) -> bool:
-        """Has a partition of a batch out been revoked or restored since it was decided?"""
-        generation = self.consent.generation
-        return any(generation(p) != g for f in self._flights for p, g in f.generations.items())
-
-    async def _send(self, flight: _Flight[M], previous: _Flight[M] | None, started: float) -> None:
-        """Steps 4 to 7 of one batch: its publishing after the previous batch's, its
-        changelog and acknowledgement after the previous batch's."""
-        batch = flight.batch
-        try:
-            if previous is not None:
-                await asyncio.shield(previous.published)
-            # Steps 4 and 5. Log, then disclose.
-            await self.publish(batch)
-            flight.published.set_result(None)
-            self.count(batch)
-            if previous is not None:
-                await asyncio.shield(previous.finished)
-
-            # Step 6. Changelog.
-            await self.write_changelog(batch)
-
-            # Step 7. Acknowledge the partitions whose generation is unchanged.
-            done = self.acknowledge(batch, flight.generations)
-        except asyncio.CancelledError:
-            for fut in (flight.published, flight.finished):
-                fut.cancel()
-            raise
-        except Exception as e:
-            # Whoever waits for this batch or the next gets the error (the next
-            # ``submit``, the lane); the task itself ends here.
-            log.exception("a batch failed; its events stay unacknowledged")
-            # For good: a later batch's marker would cover this one's events, which a
-            # restarted worker would then skip.
-            self._failure = e
-            for fut in (flight.published, flight.finished):
-                if not fut.done():
-                    fut.set_exception(e)
-                    fut.exception()  # logged above: no "never retrieved" warning too
-            return
-        finally:
-            self._flights.remove(flight)
-            for p, cid, _, state in batch.writes:
-                if self._held.get((p, cid)) is state:
-                    del self._held[(p, cid)]
+        # Step 7. Acknowledge the partitions whose generation is unchanged.
+        done = self.acknowledge(batch, generations)
 
         # "processed": events decided (or dead-lettered) here; an event forwarded to its
         # customer's partition counts there, when decided.
@@ -391,8 +273,8 @@ class BatchProtocol(Generic[M]):
         self.stats["subjects"] = self.consent.size()
         metrics.EVENTS_DONE.inc(len(done))
         metrics.BATCH_SIZE.observe(len(done))
-        metrics.BATCH_SECONDS.observe(asyncio.get_running_loop().time() - started)
-        flight.finished.set_result(done)
+        metrics.BATCH_SECONDS.observe(loop.time() - started)
+        return done
 
     def batch_limit(self, budget: float, most: int) -> int:
         """How many events the next batch may take so that deciding it is estimated to take
@@ -455,7 +337,7 @@ class BatchProtocol(Generic[M]):
 
     def _decide_all(self, messages: Sequence[M], started: float, cpu: float) -> Decided[M]:
         loop = asyncio.get_running_loop()
-        overlay = Overlay(self._state)
+        overlay = Overlay(self.consent.get)
         outcomes = []
         forwards: list[tuple[Item, int, int]] = []
         sources = [self.source(m) for m in messages]
@@ -477,9 +359,6 @@ class BatchProtocol(Generic[M]):
             (messages[i].partition, customer_id, orjson.dumps(state.to_dict()), state)
             for customer_id, (state, i) in overlay.changes.items()
         ]
-        if aggregates is not None:
-            # Now, as bytes: the next batch may move these windows before steps 5 and 6.
-            aggregates.outputs(self.changelog_topic)
         elapsed = loop.time() - started
         metrics.BATCH_PHASE_SECONDS.labels("decide").observe(elapsed)
         # This thread's CPU time in the same span: what the wall time has beyond it is
@@ -488,12 +367,6 @@ class BatchProtocol(Generic[M]):
         cost = elapsed / len(messages)
         self.decide_cost = cost if self.decide_cost is None else 0.8 * self.decide_cost + 0.2 * cost
         return Decided(messages, outcomes, writes, forwards, sources, aggregates)
-
-    def _state(self, partition: int, customer_id: str) -> ConsentState | None:
-        """A subject's consent state as the batches before this one left it: held aside
-        while their step 7 is not done, else the table's."""
-        held = self._held.get((partition, customer_id))
-        return held if held is not None else self.consent.get(partition, customer_id)
 
     def decide_one(
         self,
