@@ -54,16 +54,6 @@ Lane = Callable[[list[Message]], Awaitable[None]]
 # --- faust's consumer with batch lanes ----------------------------------------------------
 
 
-# How long the broker may hold a fetch sent right after one that brought data: events
-# are arriving, so a fetch parked for the whole idle wait while they do is latency for
-# nothing on a broker that does not answer a parked fetch as soon as data arrives (Tansu:
-# 9 ms at the median with 25 ms, 2 ms with 5; see the bench's broker phase). A fetch that
-# comes back empty puts the idle wait (``fetch_max_wait_ms``) back, so an idle worker
-# polls no more often than before, and a broker too slow to answer within the short
-# wait is asked with the long one next.
-BUSY_FETCH_MAX_WAIT_MS = 5
-
-
 class LaneConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> Any:
         consumer = super()._create_worker_consumer(transport)
@@ -71,34 +61,6 @@ class LaneConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # here is enough.
         consumer._fetch_max_wait_ms = cast(GatewayApp, self.app).fetch_max_wait_ms
         return consumer
-
-    async def _fetch_records(self, consumer: Any, *args: Any, **kwargs: Any) -> Any:
-        # In the consumer thread, where the fetcher runs; it exists once started.
-        fetcher = consumer._fetcher
-        if fetcher is not None and not getattr(fetcher, "_gateway_busy_wait", False):
-            wait_less_while_busy(
-                fetcher,
-                idle_ms=cast(GatewayApp, self.app).fetch_max_wait_ms,
-                busy_ms=BUSY_FETCH_MAX_WAIT_MS,
-            )
-        return await super()._fetch_records(consumer, *args, **kwargs)
-
-
-def wait_less_while_busy(fetcher: Any, *, idle_ms: int, busy_ms: int) -> None:
-    """Make aiokafka's ``fetcher`` ask the broker to hold a fetch for at most ``busy_ms``
-    after a fetch that brought data, and ``idle_ms`` after one that brought none. (It
-    reads ``_fetch_max_wait_ms`` for every fetch request it makes, after the previous
-    one's result is in.)"""
-    proc = fetcher._proc_fetch_request
-    busy_ms = min(busy_ms, idle_ms)
-
-    async def proc_fetch_request(assignment: Any, node_id: int, request: Any) -> bool:
-        got = bool(await proc(assignment, node_id, request))
-        fetcher._fetch_max_wait_ms = busy_ms if got else idle_ms
-        return got
-
-    fetcher._proc_fetch_request = proc_fetch_request
-    fetcher._gateway_busy_wait = True
 
 
 class LaneConsumer(faust_aiokafka.Consumer):
