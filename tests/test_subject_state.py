@@ -23,7 +23,7 @@ from gateway.consent import (
     change_of,
     stamp_of,
 )
-from gateway.pipeline import DuplicateCache, EventResult
+from gateway.pipeline import DUPLICATES_PER_WORKER, DuplicateCache, EventResult
 from gateway.runtime import Core
 from tests.conftest import Run, event
 
@@ -629,3 +629,28 @@ def test_the_engine_is_told_whether_the_subject_type_is_known(core: Core) -> Non
         orjson.dumps(s.profile("customer.registered", FEB, "evt-told-2")), states, verify=False
     )
     assert told and set(told) == {("business", True)}
+
+
+def test_a_workers_duplicate_caches_share_one_bound() -> None:
+    # However many partitions a worker holds, their caches together keep about
+    # DUPLICATES_PER_WORKER ids (its memory levels off early), never less than 10,000 each.
+    for partitions in (1, 2, 4, 12):
+        share = DuplicateCache.per_partition(partitions)
+        assert share * partitions <= max(DUPLICATES_PER_WORKER, 10_000 * partitions)
+    assert DuplicateCache.per_partition(1) == DUPLICATES_PER_WORKER
+    assert DuplicateCache.per_partition(1_000) == 10_000
+
+
+def test_the_cache_tells_a_redelivery_from_a_reused_id_by_a_short_fingerprint() -> None:
+    seen = DuplicateCache(size=2)
+    fp = "ab" * 32
+    seen.add("e1", fp)
+    known = seen.get("e1")
+    assert known is not None and seen.same(known, fp)
+    # Kept: the fingerprint's first 128 bits (a SHA-256 of the content: another content
+    # agreeing on them is a second preimage of 128 bits).
+    assert not seen.same(known, "ab" * 15 + "cd" + "ab" * 16)
+    assert not seen.same(known, "cd" + "ab" * 31)
+    seen.add("e2", fp)
+    seen.add("e3", fp)
+    assert seen.get("e1") is None and len(seen) == 2  # bounded, oldest out

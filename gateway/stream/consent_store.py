@@ -87,8 +87,10 @@ class ConsentStore:
     """The consent table of the partitions this worker holds, restored through
     ``read_changelog`` when a partition is assigned."""
 
-    def __init__(self, read_changelog: ReadChangelog):
+    def __init__(self, read_changelog: ReadChangelog, *, duplicates: int = 100_000):
         self._read = read_changelog
+        # Event ids each partition's duplicate cache keeps.
+        self._duplicates = duplicates
         # A subject's state as read from the changelog (bytes), replaced by the parsed
         # state on first use: parsed once, not once per event.
         self._parts: dict[int, dict[str, bytes | ConsentState]] = {}
@@ -139,7 +141,7 @@ class ConsentStore:
         """The duplicate cache of ``partition``'s subjects."""
         got = self._seen.get(partition)
         if got is None:
-            got = self._seen[partition] = DuplicateCache()
+            got = self._seen[partition] = DuplicateCache(self._duplicates)
         return got
 
     def take_aggregate_entries(self, partition: int) -> dict[str, bytes]:

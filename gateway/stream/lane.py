@@ -30,6 +30,7 @@ from faust.types import TP, Message
 
 from gateway.integrity import WorkerMac
 from gateway.kafka.clients import aiokafka_security
+from gateway.pipeline import DuplicateCache
 from gateway.runtime import Core
 from gateway.settings import Settings
 from gateway.stream import metrics
@@ -207,7 +208,8 @@ def add_gateway_lane(
             changelog_topic(settings),
             mac,
             security=aiokafka_security(settings),
-        ).read
+        ).read,
+        duplicates=DuplicateCache.per_partition(settings.partitions),
     )
 
     # Aggregate-only agents: windows per subject partition here, and the combiner on the
