@@ -42,7 +42,7 @@ def murmur2(data: bytes) -> int:
     return h - (1 << 32) if h & 0x80000000 else h
 
 
-# murmur2 in Python costs ~10 µs for a customer id, paid for every event a worker reads;
+# murmur2 in Python costs ~1 µs for a customer id (0.1 µs cached), paid for every event;
 # the same customers recur, so the hashes are kept (bounded: cleared when full, like the
 # pipeline's other per-subject caches, so memory stays flat). Hashes only: a customer id
 # maps to a number, which is not worth protecting from the process itself.
