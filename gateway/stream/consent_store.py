@@ -34,7 +34,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from gateway.consent import ConsentState
 from gateway.integrity import HEADER_MAC, WorkerMac, header
-from gateway.pipeline import DuplicateCache
+from gateway.pipeline import DUPLICATES_PER_WORKER, DuplicateCache
 from gateway.settings import Settings
 from gateway.stream import metrics
 
@@ -87,7 +87,7 @@ class ConsentStore:
     """The consent table of the partitions this worker holds, restored through
     ``read_changelog`` when a partition is assigned."""
 
-    def __init__(self, read_changelog: ReadChangelog, *, duplicates: int = 100_000):
+    def __init__(self, read_changelog: ReadChangelog, *, duplicates: int = DUPLICATES_PER_WORKER):
         self._read = read_changelog
         # Event ids each partition's duplicate cache keeps.
         self._duplicates = duplicates

@@ -318,9 +318,6 @@ class BatchProtocol(Generic[M]):
     def decide(self, messages: Sequence[M]) -> Decided[M]:
         """Step 3: every event decided in order, each against the consent state as the
         events before it in the batch left it."""
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        cpu = time.thread_time()
         # No cyclic collection while deciding: a batch allocates hundreds of thousands of
         # objects, nearly all freed by reference counting, and each collection would also
         # walk the batch's outputs made so far. Measured on a worker over 30,000 events:
@@ -330,13 +327,15 @@ class BatchProtocol(Generic[M]):
         collecting = gc.isenabled()
         gc.disable()
         try:
-            return self._decide_all(messages, started, cpu)
+            return self._decide_all(messages)
         finally:
             if collecting:
                 gc.enable()
 
-    def _decide_all(self, messages: Sequence[M], started: float, cpu: float) -> Decided[M]:
+    def _decide_all(self, messages: Sequence[M]) -> Decided[M]:
         loop = asyncio.get_running_loop()
+        started = loop.time()
+        cpu = time.thread_time()
         overlay = Overlay(self.consent.get)
         outcomes = []
         forwards: list[tuple[Item, int, int]] = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -380,11 +381,9 @@ def test_a_closed_window_sent_with_other_content_is_a_mismatch(agg: Sim) -> None
     assert f"the last revision sent ({t.revision + 1}," in f.what
 
 
-def test_an_event_past_the_grace_is_late_as_the_partition_order_says(core: Core) -> None:
-    # One visit published well over an hour after its time (past the 10-minute grace of
-    # both window sizes): the worker counts it as late, not in its windows. Its subject
-    # partition decided its events in its input partition's offset order, so the
-    # auditor's recomputation agrees.
+def with_a_late_visit() -> list[dict[str, Any]]:
+    """600 sample events, one visit (no GPC) moved 350 events later than its time: past
+    the grace of both window sizes."""
     events = list(random_events(600, seed=5, customers=300))
     late = next(
         i
@@ -392,7 +391,15 @@ def test_an_event_past_the_grace_is_late_as_the_partition_order_says(core: Core)
         if i > 100 and e["event_type"] == "site.visit" and not e["data"]["gpc"]
     )
     events.insert(late + 350, events.pop(late))
-    raws, keys = keyed(events)
+    return events
+
+
+def test_an_event_past_the_grace_is_late_as_the_partition_order_says(core: Core) -> None:
+    # One visit published well over an hour after its time (past the 10-minute grace of
+    # both window sizes): the worker counts it as late, not in its windows. Its subject
+    # partition decided its events in its input partition's offset order, so the
+    # auditor's recomputation agrees.
+    raws, keys = keyed(with_a_late_visit())
     sim = Sim(core)
     for i, raw in enumerate(raws):
         home = subject_partition(keys[i].decode(), PARTITIONS)
@@ -410,14 +417,7 @@ def test_windows_an_unknown_order_could_change_are_not_compared(core: Core) -> N
     # partition then interleaves several input partitions in an order the auditor cannot
     # see, so a window an event could have reached late in some order is not compared
     # (here: the worker's order made it late, the auditor's would not).
-    events = list(random_events(600, seed=5, customers=300))
-    late = next(
-        i
-        for i, e in enumerate(events)
-        if i > 100 and e["event_type"] == "site.visit" and not e["data"]["gpc"]
-    )
-    events.insert(late + 350, events.pop(late))
-    raws, keys = keyed(events)
+    raws, keys = keyed(with_a_late_visit())
     sim = Sim(core)
     sim.run(raws, keys)  # partitions by the Sim's own hash of the key
     sim.close()

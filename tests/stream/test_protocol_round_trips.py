@@ -4,45 +4,14 @@ are acknowledged, and batches cut to the latency budget."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 from gateway.runtime import Core
 from gateway.stream.consent_store import OFFSET_KEY
-from gateway.stream.protocol import Item
 from tests.stream.test_protocol import (
     PARTITION,
-    FakeSender,
     Harness,
     _publisher_signers,  # noqa: F401 -- the autouse fixture signing the messages
-    kind,
     scenario_messages,
 )
-
-
-class StepSender(FakeSender):
-    """The fake sender, also writing each step's send and its acknowledgement to the
-    effects: ("send", kind) and ("done", kind)."""
-
-    def __init__(self, h: Harness):
-        super().__init__(h.broker)
-        self.effects = h.effects
-
-    async def send(
-        self, items: Sequence[Item], partitions: Sequence[int | None] | None = None, *, what: str
-    ) -> None:
-        if not items:
-            return
-        k = kind(items[0][0])
-        self.effects.append(("send", k))
-        await super().send(items, partitions, what=what)
-        self.effects.append(("done", k))
-
-
-def harness(core: Core, **kwargs: Any) -> Harness:
-    h = Harness(core, **kwargs)
-    h.protocol.sender = StepSender(h)
-    return h
 
 
 def attempts(h: Harness) -> list[str]:
@@ -61,7 +30,7 @@ def attempts(h: Harness) -> list[str]:
 
 
 def test_a_batch_takes_one_acknowledged_send_per_writing_step(core: Core) -> None:
-    h = harness(core)
+    h = Harness(core)
     h.run(scenario_messages())
     assert attempts(h) == ["log", "disclose", "changelog"]
 
@@ -71,7 +40,7 @@ def test_forwarded_events_go_in_the_log_send(core: Core) -> None:
     # in one send (they were two sends, one after the other's acknowledgement).
     wrong = {c: (1 - p if i % 2 else p) for i, (c, p) in enumerate(PARTITION.items())}
     messages = scenario_messages(wrong)
-    h = harness(core)
+    h = Harness(core)
     assert h.run(messages) == messages
     assert attempts(h) == ["log", "disclose", "changelog"]
     logged = {s.topic for s in h.broker.acked if s.kind == "log"}
@@ -82,7 +51,7 @@ def test_the_marker_is_never_sent_before_the_agent_messages_are_acknowledged(
     core: Core,
 ) -> None:
     # Even with the broker refusing the agent messages for a while.
-    h = harness(core)
+    h = Harness(core)
     h.broker.refuse = {"disclose": 3}
     h.run(scenario_messages())
     markers = [
