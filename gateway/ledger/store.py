@@ -14,6 +14,7 @@ different shards prepare their rows in parallel and only queue for that last ste
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -41,6 +42,8 @@ NO_LEDGER_HINT = (
 )
 _IN_CHUNK = 500  # ids per IN (...) clause: well under SQLite's bound-parameter limit
 _RETRIES = 3
+# How long a SQLite connection waits for another's lock before "database is locked".
+_SQLITE_BUSY_SECONDS = 30.0
 _LOG_CHECKPOINT_LOCK = 7261732  # PostgreSQL advisory lock: one log checkpoint at a time
 
 
@@ -95,7 +98,7 @@ def create_engine(url: str) -> Engine:
         Path(str(u.database)).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(
         u,
-        connect_args={"timeout": 30},
+        connect_args={"timeout": _SQLITE_BUSY_SECONDS},
         **({"poolclass": sa.pool.StaticPool} if memory else {}),
     )
 
@@ -107,7 +110,7 @@ def create_engine(url: str) -> Engine:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         if not memory:
-            cur.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+            _enter_wal(cur)  # readers do not block the writer
         cur.execute("PRAGMA synchronous=FULL")  # a committed record survives power loss
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
@@ -117,6 +120,27 @@ def create_engine(url: str) -> Engine:
         conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get('sqlite_begin', '')}")
 
     return engine
+
+
+def _enter_wal(cur: Any) -> None:
+    """Switch the database to WAL, waiting out other connections doing the same.
+
+    The switch is persistent, so only a new database's first connections race for it; and
+    while one of them holds the lock for it, SQLite answers the others "database is
+    locked" at once, without the busy handler, so the wait is here.
+    """
+    deadline = time.monotonic() + _SQLITE_BUSY_SECONDS
+    delay = 0.005
+    while True:
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
 
 
 def display_url(url: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -70,6 +71,28 @@ def test_sqlite_default_creates_parent_directory(tmp_path: Path, key: SigningKey
     with open_store(f"sqlite:///{path}", signer=key) as s:
         s.append(make_records(3))
     assert path.exists()
+
+
+def test_opening_waits_for_a_writer_before_the_switch_to_wal(
+    tmp_path: Path, key: SigningKey
+) -> None:
+    # A database not yet in WAL mode with a writer inside: SQLite refuses the switch to
+    # WAL at once, without its busy handler (how four workers opening one new ledger
+    # failed in CI). Opening must wait for the writer, as every other statement does.
+    path = tmp_path / "ledger.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE elsewhere (x INTEGER)")
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO elsewhere VALUES (1)")
+    release = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        with open_store(f"sqlite:///{path}", signer=key) as s:
+            s.append(make_records(3))
+            assert s.count() == 3
+    finally:
+        release.join()
+        other.close()
 
 
 def test_append_is_idempotent_by_record_id(
