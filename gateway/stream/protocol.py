@@ -114,6 +114,12 @@ Item = tuple[str, bytes | None, bytes, Headers | None]
 HEADER_ORIGIN = "gateway-origin"
 _PUBLISHER_HEADERS = (HEADER_PUBLISHER, HEADER_SIGNATURE)
 
+
+def publisher_headers(headers: Headers) -> Headers:
+    """The headers a forwarded event carries from its publisher (and its MAC covers)."""
+    return [(k, v) for k, v in headers if k in _PUBLISHER_HEADERS]
+
+
 # How often step 1 looks again while a partition's consent state is being restored.
 READY_POLL_SECONDS = 0.05
 
@@ -383,7 +389,7 @@ class BatchProtocol(Generic[M]):
         got: Admitted | DeadLetter
         if source == "forwarded":
             origin = header(headers, HEADER_ORIGIN)
-            publisher = [(k, v) for k, v in headers if k in _PUBLISHER_HEADERS]
+            publisher = publisher_headers(headers)
             if origin is None or not self.mac.forward_ok(
                 value, origin, publisher, header(headers, HEADER_MAC)
             ):
@@ -424,7 +430,7 @@ class BatchProtocol(Generic[M]):
         """The re-partition message for an event read on the wrong partition: the same
         bytes and publisher headers, where it was read, and the worker MAC over them."""
         origin = orjson.dumps({"topic": m.topic, "partition": m.partition, "offset": m.offset})
-        publisher = [(k, v) for k, v in headers if k in _PUBLISHER_HEADERS]
+        publisher = publisher_headers(headers)
         mac = self.mac.forward(value, origin, publisher)
         out = [*publisher, (HEADER_ORIGIN, origin), (HEADER_MAC, mac)]
         return (self.subjects_topic, admitted.event.customer_id.encode(), value, out)
