@@ -54,10 +54,11 @@ message's key and value under the label ``aggregates``, so it never passes for a
 changelog entry or the other way round): a partial, heartbeat or emission entry without
 a valid one is ignored, counted (``gateway_aggregate_rejected_total``) and logged.
 
-**Emission.** For each table :func:`~gateway.aggregates.emit` makes: the ``aggregated``
-record to the disclosure topic (with the record MAC, as every record) acknowledged, THEN
-the sealed message to the agent's topic, acknowledged, then the ``#e`` entry. A crash
-in between emits the same table again: same record id, same disclosure id.
+**Emission.** For the tables due in a round :func:`~gateway.aggregates.emit` makes:
+their ``aggregated`` records to the disclosure topic (with the record MAC, as every
+record) acknowledged, THEN their sealed messages to the agents' topics, acknowledged,
+then their ``#e`` entries. A crash in between emits the same tables again: same record
+ids, same disclosure ids.
 
 **Watermarks and idle partitions.** The combiner's watermark is the lowest of the
 partitions' watermarks (each partition's latest ``occurred_at``, carried by its partials
@@ -196,6 +197,12 @@ class WorkerAggregation:
     def batch(self) -> AggregateBatch:
         return AggregateBatch(self)
 
+    def count_open(self) -> None:
+        """Update the open-windows gauge of the partitions' side."""
+        for agent in self.specs:
+            held = sum(len(aggs[agent].windows) for _, aggs in self._parts.values())
+            metrics.AGGREGATE_OPEN_WINDOWS.labels(agent, "partitions").set(held)
+
 
 @dataclass
 class AggregateBatch:
@@ -285,6 +292,7 @@ class AggregateBatch:
                 # A tombstone: compaction forgets the window.
                 tomb = (cl_topic, ckey, None, [(HEADER_MAC, owner.mac.changelog(ckey, None))])
                 changelog.append((cast("Item", tomb), partition))
+        owner.count_open()
         return topic_items, changelog
 
 
@@ -495,26 +503,29 @@ class CombinerService:
         return out
 
     async def emit_tables(self, tables: Sequence[AggregateTable]) -> None:
-        """Record first, then the sealed message, then what was emitted (each acknowledged
-        before the next)."""
+        """The tables' records first, then their sealed messages, then what was emitted:
+        three sends, each acknowledged before the next, whatever the number of tables (a
+        send per table and step fell behind a worker catching up on a backlog: the
+        windows it closes come faster than one round trip each)."""
+        if not tables:
+            return
         record_mac = self.mac.record
+        records: list[Item] = []
+        messages: list[Item] = []
+        entries: list[Item] = []
         for table in tables:
             rec, msg = emit(self.pipeline, table)
             value = rec.to_json()
-            await self.sender.send(
-                [
-                    (
-                        self.disclosure_topic,
-                        rec.subject_ref.encode(),
-                        value,
-                        [("record_id", rec.record_id.encode()), (HEADER_MAC, record_mac(value))],
-                    )
-                ],
-                what="aggregate record",
+            records.append(
+                (
+                    self.disclosure_topic,
+                    rec.subject_ref.encode(),
+                    value,
+                    [("record_id", rec.record_id.encode()), (HEADER_MAC, record_mac(value))],
+                )
             )
-            await self.sender.send(
-                [(msg.topic, msg.key, msg.value, [("disclosure_id", msg.disclosure_id.encode())])],
-                what="aggregate message",
+            messages.append(
+                (msg.topic, msg.key, msg.value, [("disclosure_id", msg.disclosure_id.encode())])
             )
             c = self.combiners[table.agent]
             released = c.released.get((table.size, table.start))
@@ -529,13 +540,15 @@ class CombinerService:
             }
             ekey = f"{EMITTED_PREFIX}{table.agent}:{table.size}:{table.start}".encode()
             evalue = orjson.dumps(doc)
-            await self.sender.send(
-                [(self.topic, ekey, evalue, [(HEADER_MAC, topic_mac(self.mac, ekey, evalue))])],
-                [0],
-                what="aggregate emission",
+            entries.append(
+                (self.topic, ekey, evalue, [(HEADER_MAC, topic_mac(self.mac, ekey, evalue))])
             )
+        await self.sender.send(records, what="aggregate records")
+        await self.sender.send(messages, what="aggregate messages")
+        await self.sender.send(entries, [0] * len(entries), what="aggregate emissions")
+        for table in tables:
             metrics.AGGREGATES_EMITTED.labels(table.agent).inc()
-            self.emitted += 1
+        self.emitted += len(tables)
 
     async def run(self) -> None:
         """Restore, then combine and emit until cancelled."""
@@ -554,6 +567,8 @@ class CombinerService:
                 tables = self.due()
                 if tables:
                     await self.emit_tables(tables)
+                for agent, c in self.combiners.items():
+                    metrics.AGGREGATE_OPEN_WINDOWS.labels(agent, "combiner").set(len(c.latest))
         finally:
             await self.reader.stop()
 

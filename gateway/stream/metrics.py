@@ -135,6 +135,14 @@ AGGREGATE_REJECTED = Counter(
     "Messages on the aggregates topic ignored by the combiner: no valid worker MAC (forged)",
     registry=REGISTRY,
 )
+AGGREGATE_OPEN_WINDOWS = Gauge(
+    "gateway_aggregate_open_windows",
+    "Aggregate windows held open in this worker: by its subject partitions' aggregators"
+    " (held='partitions', window x partition) and by the combiner (held='combiner'). Bounded"
+    " by the windows' sizes and grace; steady growth means a watermark is not advancing",
+    ["agent", "held"],
+    registry=REGISTRY,
+)
 AGGREGATE_IGNORED = Counter(
     "gateway_aggregate_ignored_total",
     "Partials for windows the combiner had already closed (a partition counted as idle"

@@ -18,6 +18,7 @@ from gateway.dev.samples import scenario
 from gateway.integrity import HEADER_MAC, WorkerMac, header
 from gateway.routing import subject_partition
 from gateway.runtime import Core
+from gateway.stream import metrics
 from gateway.stream.aggregation import (
     AGG_PREFIX,
     CombinerService,
@@ -144,6 +145,12 @@ def test_partials_go_to_the_combiner_then_to_the_changelog_before_the_markers(
         assert s.key is not None
         assert h.mac.changelog_ok(s.key, s.value, header(s.headers, HEADER_MAC))
     assert combined(h.partials_acked(), core), "the traffic gives some window"
+    # The operators' gauge: the windows the partitions' aggregators hold open.
+    aggregation = h.protocol.aggregation
+    assert aggregation is not None
+    held = sum(len(a[AGENT].windows) for _, a in aggregation._parts.values())
+    assert held > 0
+    assert metrics.AGGREGATE_OPEN_WINDOWS.labels(AGENT, "partitions")._value.get() == held
 
 
 @pytest.mark.parametrize("crash_at", ["changelog", "after_markers"])
@@ -184,49 +191,56 @@ def test_a_crash_neither_loses_nor_double_counts_a_contribution(core: Core, cras
     assert got == want
 
 
+class Reader:
+    """The aggregates topic as a combiner reads it: everything at the first fetch."""
+
+    def __init__(self, items: list[tuple[Any, Any, Any]]):
+        self.items = items
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+    async def fetch(self) -> list[tuple[Any, Any, Any]]:
+        await asyncio.sleep(0.001)  # as a broker's fetch does, it waits
+        out, self.items = self.items, []
+        return out
+
+    async def at_end(self) -> bool:
+        return not self.items
+
+
+def service(
+    core: Core, items: list[tuple[Any, Any, Any]], broker: FakeBroker, idle: float = 0.0
+) -> CombinerService:
+    return CombinerService(
+        core.pipeline,
+        Reader(items),
+        FakeSender(broker),
+        topic=AGG_TOPIC,
+        disclosure_topic=DISCLOSURES,
+        partitions=PARTITIONS,
+        mac=WorkerMac(core.worker_key),
+        idle_seconds=idle,  # 0: every partition caught up at once, everything closes
+    )
+
+
+async def rounds(svc: CombinerService, n: int) -> None:
+    task = asyncio.ensure_future(svc.run())
+    for _ in range(n):
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 def test_the_combiner_restores_from_its_topic_and_emits_nothing_twice(core: Core) -> None:
     h = AggHarness(core)
     h.run(traffic_messages())
     topic = [(s.key, s.value, s.headers) for s in h.partials_acked()]
 
-    class Reader:
-        def __init__(self, items: list[tuple[Any, Any, Any]]):
-            self.items = items
-
-        async def start(self) -> None: ...
-        async def stop(self) -> None: ...
-
-        async def fetch(self) -> list[tuple[Any, Any, Any]]:
-            await asyncio.sleep(0.001)  # as a broker's fetch does, it waits
-            out, self.items = self.items, []
-            return out
-
-        async def at_end(self) -> bool:
-            return not self.items
-
-    def service(items: list[tuple[Any, Any, Any]], broker: FakeBroker) -> CombinerService:
-        return CombinerService(
-            core.pipeline,
-            Reader(items),
-            FakeSender(broker),
-            topic=AGG_TOPIC,
-            disclosure_topic=DISCLOSURES,
-            partitions=PARTITIONS,
-            mac=WorkerMac(core.worker_key),
-            idle_seconds=0.0,  # every partition caught up at once: everything closes
-        )
-
-    async def rounds(svc: CombinerService, n: int) -> None:
-        task = asyncio.ensure_future(svc.run())
-        for _ in range(n):
-            await asyncio.sleep(0.01)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-
     effects: list[tuple[Any, ...]] = []
     b1 = FakeBroker(effects)
-    asyncio.run(rounds(service(topic, b1), 20))
+    asyncio.run(rounds(service(core, topic, b1), 20))
     records = [s for s in b1.acked if s.topic == DISCLOSURES]
     messages = [s for s in b1.acked if s.topic == core.policy.agents[AGENT].topic]
     emitted = [s for s in b1.acked if s.topic == AGG_TOPIC]
@@ -238,16 +252,57 @@ def test_the_combiner_restores_from_its_topic_and_emits_nothing_twice(core: Core
     # A restart reads the topic again, with the emissions: it emits nothing new.
     b2 = FakeBroker([])
     again = topic + [(s.key, s.value, s.headers) for s in emitted]
-    asyncio.run(rounds(service(again, b2), 20))
+    asyncio.run(rounds(service(core, again, b2), 20))
     assert not b2.acked
     # A crash after a record, before its emission was noted: the same record again.
     b3 = FakeBroker([])
-    asyncio.run(rounds(service(topic, b3), 20))
+    asyncio.run(rounds(service(core, topic, b3), 20))
 
     def ids(sent: list[Sent]) -> list[bytes | None]:
         return [header(s.headers, "record_id") for s in sent if s.topic == DISCLOSURES]
 
     assert ids(b3.acked) == ids(records)
+
+
+def test_the_combiner_emits_a_rounds_tables_in_three_acknowledged_sends(core: Core) -> None:
+    # A worker catching up on a backlog closes many windows per round: one round trip per
+    # table and step fell behind (measured: over a thousand windows held open). Whatever
+    # the number of tables, a round is three sends, in the protocol's order.
+    h = AggHarness(core)
+    h.run(traffic_messages())
+    topic = [(s.key, s.value, s.headers) for s in h.partials_acked()]
+    effects: list[tuple[Any, ...]] = []
+    broker = FakeBroker(effects)
+    attempts: list[str] = []
+    inner = broker.attempt
+
+    async def attempt(items: Any, partitions: Any = None) -> list[BaseException | None]:
+        attempts.append(items[0][0])
+        return await inner(items, partitions)
+
+    broker.attempt = attempt  # type: ignore[method-assign]
+    asyncio.run(rounds(service(core, topic, broker), 20))
+    agent_topic = core.policy.agents[AGENT].topic
+    records = [s for s in broker.acked if s.topic == DISCLOSURES]
+    assert len(records) > 3  # many tables were due in the one round
+    assert attempts == [DISCLOSURES, agent_topic, AGG_TOPIC]
+    order = [(e[0], e[2].topic) for e in effects]
+    last_record_ack = max(i for i, e in enumerate(order) if e == ("acked", DISCLOSURES))
+    first_message = order.index(("sent", agent_topic))
+    last_message_ack = max(i for i, e in enumerate(order) if e == ("acked", agent_topic))
+    first_entry = order.index(("sent", AGG_TOPIC))
+    assert last_record_ack < first_message and last_message_ack < first_entry
+
+
+def test_the_combiner_reports_the_windows_it_holds_open(core: Core) -> None:
+    h = AggHarness(core)
+    h.run(traffic_messages())
+    topic = [(s.key, s.value, s.headers) for s in h.partials_acked()]
+    svc = service(core, topic, FakeBroker([]), idle=3600.0)  # no partition counts as idle
+    asyncio.run(rounds(svc, 5))
+    held = len(svc.combiners[AGENT].latest)
+    assert held > 0  # the last windows wait for every partition's watermark
+    assert metrics.AGGREGATE_OPEN_WINDOWS.labels(AGENT, "combiner")._value.get() == held
 
 
 def test_a_batch_whose_partitions_are_restored_meanwhile_writes_what_it_counted(
