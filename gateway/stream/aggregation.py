@@ -429,6 +429,10 @@ class CombinerService:
         k = key.decode()
         doc = orjson.loads(value)
         if k.startswith(PARTIAL_PREFIX):
+            # The event keys make a partition's recount idempotent; combining needs only
+            # the cells and subjects, and the combiner holds every open window's partial
+            # of every partition: it does not keep them.
+            doc["events"] = ()
             partial = Partial.from_json(doc)
             c = self.combiners.get(partial.agent)
             if c is None:
@@ -453,6 +457,7 @@ class CombinerService:
         if watermark > self.reported.get(key, -(2**62)):
             self.reported[key] = watermark
             self.moved[key] = self.clock()
+            metrics.AGGREGATE_WATERMARK.labels(agent, str(partition)).set(watermark)
 
     def _restore_emitted(self, doc: dict[str, Any]) -> None:
         c = self.combiners.get(doc["agent"])

@@ -143,6 +143,14 @@ AGGREGATE_OPEN_WINDOWS = Gauge(
     ["agent", "held"],
     registry=REGISTRY,
 )
+AGGREGATE_WATERMARK = Gauge(
+    "gateway_aggregate_watermark_seconds",
+    "Event time (epoch seconds) each subject partition reported to the combiner: a window"
+    " closes when the lowest of them passes its end + grace, so the lowest names the"
+    " partition holding windows open",
+    ["agent", "partition"],
+    registry=REGISTRY,
+)
 AGGREGATE_IGNORED = Counter(
     "gateway_aggregate_ignored_total",
     "Partials for windows the combiner had already closed (a partition counted as idle"

@@ -302,7 +302,17 @@ def test_the_combiner_reports_the_windows_it_holds_open(core: Core) -> None:
     asyncio.run(rounds(svc, 5))
     held = len(svc.combiners[AGENT].latest)
     assert held > 0  # the last windows wait for every partition's watermark
+    # It holds the cells of every open window of every partition, not their event keys
+    # (a partition's recount needs those, combining does not).
+    partials = [p for parts in svc.combiners[AGENT].latest.values() for p in parts.values()]
+    assert partials and all(p.subjects and not p.events for p in partials)
     assert metrics.AGGREGATE_OPEN_WINDOWS.labels(AGENT, "combiner")._value.get() == held
+    # ... and the partitions' watermarks that hold them: the lowest is the one to look at.
+    reported = {p: svc.reported[(AGENT, p)] for p in range(PARTITIONS)}
+    gauge = metrics.AGGREGATE_WATERMARK
+    assert {p: gauge.labels(AGENT, str(p))._value.get() for p in reported} == reported
+    oldest = min(svc.combiners[AGENT].latest)
+    assert sum(oldest) + svc.combiners[AGENT].grace > min(reported.values())
 
 
 def test_a_batch_whose_partitions_are_restored_meanwhile_writes_what_it_counted(

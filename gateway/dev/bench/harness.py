@@ -69,6 +69,10 @@ INPUT = "bench.events"
 INPUT_REROUTED = "bench.events.rerouted"
 
 
+_OPEN = "gateway_aggregate_open_windows{"
+_WATERMARK = "gateway_aggregate_watermark_seconds{"
+
+
 @dataclass
 class Options:
     events: int = 100_000  # gateway and bare loop input
@@ -705,7 +709,11 @@ class Bench:
             except BaseException as e:  # reported below, not lost in the thread
                 fill_error.append(e)
 
-        last = [0.0]
+        last = [0.0, 0.0]
+        # What the worker holds besides its fixed state: the aggregate windows its
+        # combiner keeps open until the slowest partition's event time passes them, and
+        # how far apart its partitions are (a worker with a backlog reads them unevenly).
+        held = {"windows": 0.0, "skew": 0.0, "spread": 0.0}
 
         def sample(t: float, n: int) -> None:
             if fill_error:
@@ -713,6 +721,19 @@ class Bench:
             if t - last[0] >= 0.5:
                 last[0] = t
                 samples.append((n, w.memory().get("rss", 0)))
+            if t - last[1] >= 5.0:
+                last[1] = t
+                m = w.metrics()
+                windows = sum(
+                    v for k, v in m.items() if k.startswith(_OPEN) and "held=combiner" in k
+                )
+                lags = [v for k, v in m.items() if k.startswith("gateway_input_lag{")]
+                marks = [v for k, v in m.items() if k.startswith(_WATERMARK)]
+                held["windows"] = max(held["windows"], windows)
+                if lags:
+                    held["skew"] = max(held["skew"], max(lags) - min(lags))
+                if marks:
+                    held["spread"] = max(held["spread"], (max(marks) - min(marks)) / 3600)
 
         started = time.monotonic()
         filler = threading.Thread(target=publish, daemon=True)
@@ -739,6 +760,9 @@ class Bench:
             "peak_rss": mem.get("peak_rss", 0),
             "growth_after_first": max(after) / at_first - 1 if at_first else 0.0,
             "broker_rss_at_end": proc_memory(self.embedded.pid).get("rss", 0),
+            "max_combiner_windows": int(held["windows"]),
+            "max_partition_skew": int(held["skew"]),
+            "max_watermark_spread_hours": held["spread"],
             "events_per_s": prog.rate(),
             "seconds": time.monotonic() - started,
             "samples": samples[:: max(1, len(samples) // 200)],
@@ -747,7 +771,10 @@ class Bench:
         self.log(
             f"  RSS {m['rss_at_first'] / 2**20:.0f} MiB at {o.rss_first}, "
             f"{m['rss_at_end'] / 2**20:.0f} MiB at {total} "
-            f"({m['growth_after_first']:+.1%} max growth), {m['seconds']:.0f} s"
+            f"({m['growth_after_first']:+.1%} max growth), {m['seconds']:.0f} s; the combiner"
+            f" held up to {m['max_combiner_windows']:,} windows, partitions up to"
+            f" {m['max_partition_skew']:,} events ({m['max_watermark_spread_hours']:.0f} h of"
+            " event time) apart"
         )
 
     # --- the run ----------------------------------------------------------------------

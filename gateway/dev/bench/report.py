@@ -281,6 +281,8 @@ def render(r: dict[str, Any], console: Console) -> None:
                     "peak RSS",
                     "events/s",
                     "time",
+                    "combiner windows (max)",
+                    "partition skew (max)",
                 ),
                 [
                     (
@@ -291,6 +293,9 @@ def render(r: dict[str, Any], console: Console) -> None:
                         _mib(mem["peak_rss"]),
                         _rate(mem["events_per_s"]),
                         f"{mem['seconds']:.0f} s",
+                        f"{mem.get('max_combiner_windows', 0):,}",
+                        f"{mem.get('max_partition_skew', 0):,} events"
+                        f" / {mem.get('max_watermark_spread_hours', 0.0):.0f} h",
                     )
                 ],
             )
