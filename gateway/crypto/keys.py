@@ -7,7 +7,7 @@ import base64
 import binascii
 import hashlib
 import hmac
-from typing import Any, Final
+from typing import Any, ClassVar, Final, Generic, Self, TypeVar, cast
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -70,36 +70,47 @@ _PKCS8: Final = (
 _RAW_PUBLIC: Final = (serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 _SPKI: Final = (serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
+_Pub = TypeVar("_Pub", Ed25519PublicKey, X25519PublicKey)
+_Priv = TypeVar("_Priv", Ed25519PrivateKey, X25519PrivateKey)
+_PubKey = TypeVar("_PubKey")
 
-class VerifyKey:
-    """The gateway's public signing key, as held by agents and log verifiers."""
+
+class _PublicKey(Generic[_Pub]):
+    """What the two public key types share: the raw bytes, the text and PEM forms, the
+    fingerprint and key id, equality by value. A subclass names its algorithm."""
 
     __slots__ = ("_key", "_raw")
-    TEXT_PREFIX: Final = "ed25519:"
+    TEXT_PREFIX: ClassVar[str]  # "<algorithm>:", also the key id's prefix
+    KIND: ClassVar[str]  # the algorithm as error messages name it
+    _TYPE: ClassVar[type[Any]]  # cryptography's public key class
 
-    def __init__(self, key: Ed25519PublicKey):
-        self._key = key
+    def __init__(self, key: _Pub):
+        self._key: _Pub = key
         self._raw = key.public_bytes(*_RAW_PUBLIC)
 
     @classmethod
-    def from_pem(cls, data: bytes | str) -> VerifyKey:
-        return cls(_load_public_pem(data, Ed25519PublicKey, "Ed25519"))
-
-    @classmethod
-    def from_raw(cls, raw: bytes) -> VerifyKey:
+    def from_raw(cls, raw: bytes) -> Self:
         try:
-            return cls(Ed25519PublicKey.from_public_bytes(raw))
+            return cls(cls._TYPE.from_public_bytes(raw))
         except ValueError as exc:
-            raise errors.KeyFileError("an Ed25519 public key is 32 bytes") from exc
+            raise errors.KeyFileError(f"an {cls.KIND} public key is 32 bytes") from exc
 
     @classmethod
-    def parse(cls, text: str | bytes) -> VerifyKey:
-        """Accept ``ed25519:<base64 raw>`` or a PEM public key."""
+    def from_pem(cls, data: bytes | str) -> Self:
+        return cls(_load_public_pem(data, cls._TYPE, cls.KIND))
+
+    @classmethod
+    def parse(cls, text: str | bytes) -> Self:
+        """Accept ``<algorithm>:<base64 raw>`` or a PEM public key."""
         text = text.decode("utf-8") if isinstance(text, bytes) else text
         stripped = text.strip()
         if stripped.startswith(cls.TEXT_PREFIX):
-            return cls.from_raw(_parse_raw_text(stripped, cls.TEXT_PREFIX, "Ed25519"))
-        return cls.from_pem(stripped)
+            return cls.from_raw(_parse_raw_text(stripped, cls.TEXT_PREFIX, cls.KIND))
+        return cls._parse_other(stripped)
+
+    @classmethod
+    def _parse_other(cls, text: str) -> Self:
+        return cls.from_pem(text)
 
     def to_pem(self) -> bytes:
         return self._key.public_bytes(*_SPKI)
@@ -119,7 +130,61 @@ class VerifyKey:
     @property
     def key_id(self) -> str:
         """Short id naming this key in envelopes and checkpoints."""
-        return "ed25519:" + self.fingerprint[:16]
+        return self.TEXT_PREFIX + self.fingerprint[:16]
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and hmac.compare_digest(
+            self._raw, cast("_PublicKey[Any]", other)._raw
+        )
+
+    def __hash__(self) -> int:
+        return hash(self._raw)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.key_id})"
+
+
+class _PrivateKey(Generic[_Priv, _PubKey]):
+    """What the two private key types share; their reprs never show key material."""
+
+    __slots__ = ("_key", "_public")
+    KIND: ClassVar[str]
+    _TYPE: ClassVar[type[Any]]  # cryptography's private key class
+    _PUBLIC: ClassVar[type[Any]]  # the matching public key type
+
+    def __init__(self, key: _Priv):
+        self._key: _Priv = key
+        self._public: _PubKey = self._PUBLIC(key.public_key())
+
+    @classmethod
+    def generate(cls) -> Self:
+        return cls(cls._TYPE.generate())
+
+    @classmethod
+    def from_pem(cls, data: bytes | str) -> Self:
+        return cls(_load_private_pem(data, cls._TYPE, cls.KIND))
+
+    def to_pem(self) -> bytes:
+        return self._key.private_bytes(*_PKCS8)
+
+    def public_key(self) -> _PubKey:
+        return self._public
+
+    @property
+    def key_id(self) -> str:
+        return cast("_PublicKey[Any]", self._public).key_id
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.key_id})"
+
+
+class VerifyKey(_PublicKey[Ed25519PublicKey]):
+    """The gateway's public signing key, as held by agents and log verifiers."""
+
+    __slots__ = ()
+    TEXT_PREFIX = "ed25519:"
+    KIND = "Ed25519"
+    _TYPE = Ed25519PublicKey
 
     def verify(self, signature: bytes, data: bytes) -> None:
         try:
@@ -129,42 +194,14 @@ class VerifyKey:
                 f"signature does not verify with gateway key {self.key_id}"
             ) from exc
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, VerifyKey) and hmac.compare_digest(self._raw, other._raw)
 
-    def __hash__(self) -> int:
-        return hash(self._raw)
-
-    def __repr__(self) -> str:
-        return f"VerifyKey({self.key_id})"
-
-
-class SigningKey:
+class SigningKey(_PrivateKey[Ed25519PrivateKey, VerifyKey]):
     """The gateway's Ed25519 signing key. Its repr never shows key material."""
 
-    __slots__ = ("_key", "_public")
-
-    def __init__(self, key: Ed25519PrivateKey):
-        self._key = key
-        self._public = VerifyKey(key.public_key())
-
-    @classmethod
-    def generate(cls) -> SigningKey:
-        return cls(Ed25519PrivateKey.generate())
-
-    @classmethod
-    def from_pem(cls, data: bytes | str) -> SigningKey:
-        return cls(_load_private_pem(data, Ed25519PrivateKey, "Ed25519"))
-
-    def to_pem(self) -> bytes:
-        return self._key.private_bytes(*_PKCS8)
-
-    def public_key(self) -> VerifyKey:
-        return self._public
-
-    @property
-    def key_id(self) -> str:
-        return self._public.key_id
+    __slots__ = ()
+    KIND = "Ed25519"
+    _TYPE = Ed25519PrivateKey
+    _PUBLIC = VerifyKey
 
     @property
     def fingerprint(self) -> str:
@@ -172,9 +209,6 @@ class SigningKey:
 
     def sign(self, data: bytes) -> bytes:
         return self._key.sign(data)
-
-    def __repr__(self) -> str:
-        return f"SigningKey({self.key_id})"
 
 
 def _parse_raw_text(text: str, prefix: str, kind: str) -> bytes:
@@ -192,14 +226,15 @@ def _parse_raw_text(text: str, prefix: str, kind: str) -> bytes:
     return raw
 
 
-class AgentPublicKey:
+class AgentPublicKey(_PublicKey[X25519PublicKey]):
     """An agent's X25519 public key. Text form ``x25519:<base64 raw>`` fits in agents.yaml."""
 
-    __slots__ = ("_key", "_raw")
-    TEXT_PREFIX: Final = "x25519:"
+    __slots__ = ()
+    TEXT_PREFIX = "x25519:"
+    KIND = "X25519"
+    _TYPE = X25519PublicKey
 
     def __init__(self, key: X25519PublicKey):
-        raw = key.public_bytes(*_RAW_PUBLIC)
         # A low-order point makes every HPKE seal fail (or, worse elsewhere, yields a known
         # shared secret); reject it when the policy is loaded rather than at first rotation.
         try:
@@ -208,96 +243,30 @@ class AgentPublicKey:
             raise errors.KeyFileError(
                 "the X25519 public key is a low-order point, not a usable key"
             ) from exc
-        self._key = key
-        self._raw = raw
+        super().__init__(key)
 
     @classmethod
-    def from_raw(cls, raw: bytes) -> AgentPublicKey:
-        try:
-            return cls(X25519PublicKey.from_public_bytes(raw))
-        except ValueError as exc:
-            raise errors.KeyFileError("an X25519 public key is 32 bytes") from exc
-
-    @classmethod
-    def from_pem(cls, data: bytes | str) -> AgentPublicKey:
-        return cls(_load_public_pem(data, X25519PublicKey, "X25519"))
-
-    @classmethod
-    def parse(cls, text: str | bytes) -> AgentPublicKey:
-        """Accept ``x25519:<base64 raw>`` or a PEM public key."""
-        text = text.decode("utf-8") if isinstance(text, bytes) else text
-        stripped = text.strip()
-        if stripped.startswith(cls.TEXT_PREFIX):
-            return cls.from_raw(_parse_raw_text(stripped, cls.TEXT_PREFIX, "X25519"))
-        if stripped.startswith("-----BEGIN"):
-            return cls.from_pem(stripped)
+    def _parse_other(cls, text: str) -> AgentPublicKey:
+        if text.startswith("-----BEGIN"):
+            return cls.from_pem(text)
         raise errors.KeyFileError(
             "an agent public key is either 'x25519:<base64>' (as printed by"
             " `gateway keys agent NAME`) or a PEM public key"
         )
 
-    def to_pem(self) -> bytes:
-        return self._key.public_bytes(*_SPKI)
-
-    def to_text(self) -> str:
-        return self.TEXT_PREFIX + _b64e(self._raw)
-
-    @property
-    def raw(self) -> bytes:
-        return self._raw
-
-    @property
-    def fingerprint(self) -> str:
-        return _fingerprint(self._raw)
-
-    @property
-    def key_id(self) -> str:
-        return "x25519:" + self.fingerprint[:16]
-
     @property
     def x25519(self) -> X25519PublicKey:
         return self._key
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, AgentPublicKey) and hmac.compare_digest(self._raw, other._raw)
 
-    def __hash__(self) -> int:
-        return hash(self._raw)
-
-    def __repr__(self) -> str:
-        return f"AgentPublicKey({self.key_id})"
-
-
-class AgentPrivateKey:
+class AgentPrivateKey(_PrivateKey[X25519PrivateKey, AgentPublicKey]):
     """An agent's X25519 private key. Its repr never shows key material."""
 
-    __slots__ = ("_key", "_public")
-
-    def __init__(self, key: X25519PrivateKey):
-        self._key = key
-        self._public = AgentPublicKey(key.public_key())
-
-    @classmethod
-    def generate(cls) -> AgentPrivateKey:
-        return cls(X25519PrivateKey.generate())
-
-    @classmethod
-    def from_pem(cls, data: bytes | str) -> AgentPrivateKey:
-        return cls(_load_private_pem(data, X25519PrivateKey, "X25519"))
-
-    def to_pem(self) -> bytes:
-        return self._key.private_bytes(*_PKCS8)
-
-    def public_key(self) -> AgentPublicKey:
-        return self._public
-
-    @property
-    def key_id(self) -> str:
-        return self._public.key_id
+    __slots__ = ()
+    KIND = "X25519"
+    _TYPE = X25519PrivateKey
+    _PUBLIC = AgentPublicKey
 
     @property
     def x25519(self) -> X25519PrivateKey:
         return self._key
-
-    def __repr__(self) -> str:
-        return f"AgentPrivateKey({self.key_id})"
