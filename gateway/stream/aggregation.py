@@ -97,7 +97,7 @@ from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import orjson
 
-from gateway.aggregates import AggregateTable, Aggregator, Combiner, Partial, emit
+from gateway.aggregates import AggregateTable, Aggregator, Combiner, Partial, emit, parse_window
 from gateway.integrity import HEADER_MAC, WorkerMac, header
 from gateway.stream import metrics
 from gateway.stream.consent_store import AGGREGATE_KEY_PREFIX
@@ -197,6 +197,30 @@ class WorkerAggregation:
     def batch(self) -> AggregateBatch:
         return AggregateBatch(self)
 
+    def event_times(self) -> dict[int, int]:
+        """Each held partition's event time: the latest ``occurred_at`` decided on it
+        (epoch seconds), for the partitions that have decided an event."""
+        out: dict[int, int] = {}
+        for p, (gen, aggs) in self._parts.items():
+            if gen != self.consent.generation(p):
+                continue
+            marks = [a.watermark for a in aggs.values() if a.watermark is not None]
+            if marks:
+                out[p] = max(marks)
+        return out
+
+    def drift(self) -> int:
+        """How far (seconds of event time) a partition may run ahead of the slowest one
+        with a backlog: the longest window and its grace."""
+        return max(
+            (
+                max(int(parse_window(w).total_seconds()) for w in spec.windows)
+                + int(parse_window(spec.grace).total_seconds())
+                for spec in self.specs.values()
+            ),
+            default=0,
+        )
+
     def count_open(self) -> None:
         """Update the open-windows gauge of the partitions' side."""
         for agent in self.specs:
@@ -294,6 +318,31 @@ class AggregateBatch:
                 changelog.append((cast("Item", tomb), partition))
         owner.count_open()
         return topic_items, changelog
+
+
+class Alignment:
+    """Which input partitions to pause so that a worker behind on a backlog reads its
+    partitions evenly in event time (see the module docstring, *Alignment*).
+
+    A partition counts as *behind* when ``backlog`` or more of its events wait. Among the
+    partitions behind, one whose event time is more than ``drift`` seconds past the
+    slowest one's is paused until that one catches up. A partition that is not behind
+    (live traffic) is never paused, and it does not hold the others back."""
+
+    def __init__(self, drift: int, backlog: int):
+        self.drift = drift
+        self.backlog = backlog
+        self.paused: set[int] = set()
+
+    def update(self, event_times: dict[int, int], lags: dict[int, int]) -> set[int]:
+        """The partitions to pause now (the held ones: ``lags`` names them)."""
+        behind = {p for p, lag in lags.items() if lag >= self.backlog and p in event_times}
+        if len(behind) < 2:
+            self.paused = set()
+            return self.paused
+        slowest = min(event_times[p] for p in behind)
+        self.paused = {p for p in behind if event_times[p] > slowest + self.drift}
+        return self.paused
 
 
 # --- the combiner ---------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from gateway.runtime import Core
 from gateway.settings import Settings
 from gateway.stream import metrics
 from gateway.stream.aggregation import (
+    Alignment,
     CombinerService,
     CombinerTask,
     KafkaTopicReader,
@@ -47,6 +48,11 @@ from gateway.stream.protocol import BatchProtocol
 from gateway.stream.sender import BatchSender
 
 log = logging.getLogger("gateway.stream")
+
+# How many input events must wait on a partition for it to count as behind on a backlog
+# (and so be read in step with the others behind; see Alignment): twice the most a batch
+# takes, well above what live traffic leaves between two fetches.
+ALIGN_BACKLOG = 1000
 
 # Handles one fetched batch of a topic's messages, acknowledging each when done.
 Lane = Callable[[list[Message]], Awaitable[None]]
@@ -275,6 +281,39 @@ def add_gateway_lane(
     )
 
     budget = settings.batch_budget_ms / 1000
+    # Input events waiting per partition (as last seen), and the event-time alignment of
+    # the partitions behind on a backlog (aggregate agents only: it bounds the windows
+    # the combiner holds open for the slowest partition).
+    lags: dict[int, int] = {}
+    alignment = (
+        Alignment(aggregation.drift(), backlog=ALIGN_BACKLOG) if aggregation is not None else None
+    )
+
+    def align() -> None:
+        if alignment is None or aggregation is None:
+            return
+        held = FaustInput(app, topics).assigned_partitions()
+        before = set(alignment.paused)
+        paused = alignment.update(
+            aggregation.event_times(), {p: n for p, n in lags.items() if p in held}
+        )
+        # Paused again each time (faust forgets a pause when a rebalance takes the
+        # partition away); resumed only while held (faust would fetch a partition it was
+        # told to resume, held or not).
+        consumer = app.consumer
+        if paused:
+            consumer.pause_partitions({TP(settings.input_topic, p) for p in paused})
+        resumed = (before - paused) & held
+        if resumed:
+            consumer.resume_partitions({TP(settings.input_topic, p) for p in resumed})
+        for p in before | paused:
+            metrics.INPUT_PAUSED.labels(str(p)).set(1 if p in paused else 0)
+        if paused != before:
+            log.info(
+                "input partitions paused for event-time alignment: %s (were: %s)",
+                sorted(paused),
+                sorted(before),
+            )
 
     async def gateway_lane(messages: list[Message]) -> None:
         # Cut into batches whose deciding fits the latency budget: a batch's first event
@@ -285,8 +324,9 @@ def add_gateway_lane(
         while i < len(messages):
             n = batches.batch_limit(budget, settings.batch_max)
             done = await batches.process(messages[i : i + n])
-            _observe_lag(app, done)
+            _observe_lag(app, done, lags, settings.input_topic)
             _stream_active(app, done)
+            align()
             i += n
 
     # Subscribed like an agent's topic (faust joins the group for it and commits its
@@ -307,7 +347,10 @@ def _stream_active(app: faust.App, messages: Sequence[Message]) -> None:
         inbound[tp] = now
 
 
-def _observe_lag(app: faust.App, messages: Sequence[Message]) -> None:
+def _observe_lag(
+    app: faust.App, messages: Sequence[Message], lags: dict[int, int], input_topic: str
+) -> None:
+    """The input partitions' lag after ``messages``: the metric, and ``lags``."""
     last: dict[TP, int] = {}
     for m in messages:
         last[m.tp] = max(last.get(m.tp, -1), m.offset)
@@ -316,4 +359,7 @@ def _observe_lag(app: faust.App, messages: Sequence[Message]) -> None:
             highwater = app.consumer.highwater(tp)
         except Exception:  # lag is best effort: it never fails a batch
             continue
-        metrics.LAG.labels(str(tp.partition)).set(max(0, (highwater or 0) - offset - 1))
+        lag = max(0, (highwater or 0) - offset - 1)
+        metrics.LAG.labels(str(tp.partition)).set(lag)
+        if tp.topic == input_topic:
+            lags[tp.partition] = lag

@@ -83,6 +83,13 @@ LAG = Gauge(
     ["partition"],
     registry=REGISTRY,
 )
+INPUT_PAUSED = Gauge(
+    "gateway_input_paused",
+    "1 while an input partition is paused because it ran ahead in event time of the"
+    " slowest partition behind on a backlog (aggregate windows; see the README)",
+    ["partition"],
+    registry=REGISTRY,
+)
 LEDGER_APPENDED = Counter(
     "gateway_ledger_records_appended_total",
     "Records appended to the disclosure log store",

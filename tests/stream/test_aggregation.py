@@ -5,16 +5,20 @@ agent, each with its ``aggregated`` record, and nothing about an individual."""
 from __future__ import annotations
 
 import time
+import urllib.request
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
 from kafka import KafkaProducer
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.aggregates import AggregateSet
 from gateway.dev.demo import shop_traffic
 from gateway.dev.samples import random_events, scenario
+from gateway.kafka.admin import ensure_topics
 from gateway.keys import demo_agent_private_key
 from gateway.routing import subject_partition
 from gateway.sdk.reader import AgentReader, Received
@@ -201,6 +205,52 @@ def test_a_bigger_random_mix_gives_the_replays_aggregates(env_factory: Any) -> N
     env = env_factory(partitions=6)
     lines = [orjson.dumps(e) for e in random_events(10_000, seed=15, customers=2000)]
     run_one_worker(env, lines, timeout=400, idle=30)
+
+
+def paused_partitions(w: Worker) -> set[int]:
+    """The input partitions the worker's /metrics shows paused for alignment now."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{w.port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return set()
+    out = set()
+    for family in text_string_to_metric_families(text):
+        if family.name == "gateway_input_paused":
+            out |= {int(s.labels["partition"]) for s in family.samples if s.value == 1}
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_worker_behind_on_a_backlog_reads_its_partitions_in_step(env_factory: Any) -> None:
+    # Partition 1's customers act two days after partition 0's: read as fetched, it would
+    # run days ahead in event time and the combiner would hold every window of those days
+    # open for partition 0. Paused until partition 0 is no longer behind, it does not; and
+    # what the agent gets is still exactly the replay's.
+    env = env_factory(partitions=2)
+    lines = []
+    for e in random_events(10_000, seed=18, customers=1000):
+        if subject_partition(e["subject"]["customer_id"], 2) == 1:
+            at = datetime.fromisoformat(e["occurred_at"].replace("Z", "+00:00"))
+            e["occurred_at"] = (at + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        lines.append(orjson.dumps(e))
+    want = replay_final(env, lines)
+    # Published before the worker starts (both partitions are behind), on an input topic
+    # of the deployment's partition count.
+    ensure_topics(env.settings.bootstrap_servers, {env.settings.input_topic: 2})
+    publish(env, lines)
+    seen: set[int] = set()
+    with Worker(env, extra_env={"GATEWAY_AGGREGATE_IDLE_SECONDS": "30"}) as w:
+        deadline = time.monotonic() + 300
+        while ((w.health() or {}).get("processed", 0)) < len(lines):
+            assert time.monotonic() < deadline, w.log()
+            seen |= paused_partitions(w)
+            time.sleep(0.05)
+        assert paused_partitions(w) == set()  # nothing is behind any more
+        received = wait_equal(env, want, 300, [w])
+    assert seen == {1}
+    check_outputs(env, received, lines)
 
 
 def holds_partition_0(w: Worker) -> bool:

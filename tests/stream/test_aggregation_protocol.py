@@ -21,6 +21,7 @@ from gateway.runtime import Core
 from gateway.stream import metrics
 from gateway.stream.aggregation import (
     AGG_PREFIX,
+    Alignment,
     CombinerService,
     WorkerAggregation,
     topic_mac_ok,
@@ -341,3 +342,44 @@ def test_a_batch_whose_partitions_are_restored_meanwhile_writes_what_it_counted(
     h.run(messages)
     assert rebalanced
     assert combined(h.partials_acked(), core) == want
+
+
+# --- event-time alignment of the partitions behind on a backlog --------------------------
+
+
+def test_a_partition_ahead_of_the_slowest_behind_is_paused_until_it_catches_up() -> None:
+    a = Alignment(drift=4200, backlog=1000)
+    times = {0: 10_000, 1: 10_000 + 4200, 2: 10_000 + 4201, 3: 90_000}
+    lags = {0: 5000, 1: 5000, 2: 5000, 3: 5000}
+    # Within the drift of the slowest (0): read on; past it: paused.
+    assert a.update(times, lags) == {2, 3}
+    # The slowest catches up: the ones within its drift again are resumed.
+    assert a.update({**times, 0: 12_000}, lags) == {3}
+    # It is no longer behind on a backlog (its lag fell): nothing holds the others back.
+    assert a.update(times, {**lags, 0: 999}) == {3}
+    assert a.update({1: 10_000, 3: 90_000}, {1: 999, 3: 5000}) == set()
+
+
+def test_live_partitions_are_never_paused_and_never_hold_others_back() -> None:
+    a = Alignment(drift=60, backlog=1000)
+    # 0 is live (little lag) and far behind in event time (a quiet customer base, or an
+    # import of old events elsewhere): 1 and 2, both behind on a backlog, read on.
+    assert a.update({0: 0, 1: 50_000, 2: 50_030}, {0: 3, 1: 4000, 2: 4000}) == set()
+    # A live partition far ahead is not paused either: its events are not late.
+    assert a.update({0: 99_999, 1: 50_000, 2: 50_030}, {0: 3, 1: 4000, 2: 4000}) == set()
+    # A partition behind that has decided no event yet has no event time: it does not count.
+    assert a.update({1: 50_000}, {0: 4000, 1: 4000}) == set()
+
+
+def test_the_drift_is_the_longest_window_and_its_grace(core: Core) -> None:
+    h = AggHarness(core)
+    aggregation = h.protocol.aggregation
+    assert aggregation is not None
+    spec = core.policy.agents[AGENT].aggregate
+    assert spec is not None and spec.windows == ["5m", "1h"] and spec.grace == "10m"
+    assert aggregation.drift() == 3600 + 600
+    h.run(traffic_messages())
+    times = aggregation.event_times()
+    assert set(times) == set(range(PARTITIONS))
+    for p, t in times.items():
+        assert t == max(a.watermark or 0 for a in aggregation.aggregators(p).values())
