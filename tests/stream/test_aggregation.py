@@ -23,7 +23,7 @@ from gateway.keys import demo_agent_private_key
 from gateway.routing import subject_partition
 from gateway.sdk.reader import AgentReader, Received
 from gateway.stream.aggregation import aggregates_topic
-from tests.stream.helpers import Env, Worker
+from tests.stream.helpers import Env, Worker, free_port
 
 pytestmark = pytest.mark.broker
 
@@ -274,9 +274,7 @@ def test_two_workers_and_a_sigkill_mid_window_give_the_replays_aggregates(
     # (unbuffered: the test reads who holds partition 0 from the logs)
     idle = {"GATEWAY_AGGREGATE_IDLE_SECONDS": "25", "PYTHONUNBUFFERED": "1"}
     a = Worker(env, extra_env=idle, log_name="a").start()
-    b = Worker(
-        env, extra_env={**idle, "GATEWAY_WEB_PORT": str(env.settings.web_port + 1)}, log_name="b"
-    ).start()
+    b = Worker(env, extra_env={**idle, "GATEWAY_WEB_PORT": str(free_port())}, log_name="b").start()
     try:
         publish(env, lines[:2500])
 
