@@ -273,9 +273,10 @@ def add_gateway_lane(
         if combiner is not None and 0 in parts:
             combiner.start()
 
+    faust_input = FaustInput(app, topics)
     batches = protocol(
         core.pipeline,
-        FaustInput(app, topics),
+        faust_input,
         consent,
         sender,
         disclosure_topic=settings.disclosure_topic,
@@ -300,7 +301,7 @@ def add_gateway_lane(
     def align() -> None:
         if alignment is None or aggregation is None:
             return
-        held = FaustInput(app, topics).assigned_partitions()
+        held = faust_input.assigned_partitions()
         before = set(alignment.paused)
         paused = alignment.update(
             aggregation.event_times(), {p: n for p, n in lags.items() if p in held}
@@ -314,9 +315,9 @@ def add_gateway_lane(
         resumed = (before - paused) & held
         if resumed:
             consumer.resume_partitions({TP(settings.input_topic, p) for p in resumed})
-        for p in before | paused:
-            metrics.INPUT_PAUSED.labels(str(p)).set(1 if p in paused else 0)
         if paused != before:
+            for p in before | paused:
+                metrics.INPUT_PAUSED.labels(str(p)).set(1 if p in paused else 0)
             log.info(
                 "input partitions paused for event-time alignment: %s (were: %s)",
                 sorted(paused),
