@@ -72,7 +72,7 @@ _SPKI: Final = (serialization.Encoding.PEM, serialization.PublicFormat.SubjectPu
 
 _Pub = TypeVar("_Pub", Ed25519PublicKey, X25519PublicKey)
 _Priv = TypeVar("_Priv", Ed25519PrivateKey, X25519PrivateKey)
-_PubKey = TypeVar("_PubKey")
+_PubKey = TypeVar("_PubKey", bound="_PublicKey[Any]")
 
 
 class _PublicKey(Generic[_Pub]):
@@ -172,7 +172,7 @@ class _PrivateKey(Generic[_Priv, _PubKey]):
 
     @property
     def key_id(self) -> str:
-        return cast("_PublicKey[Any]", self._public).key_id
+        return self._public.key_id
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.key_id})"
