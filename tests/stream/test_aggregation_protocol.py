@@ -192,6 +192,14 @@ def test_a_crash_neither_loses_nor_double_counts_a_contribution(core: Core, cras
     assert got == want
 
 
+def traffic_partials(core: Core) -> list[tuple[Any, Any, Any]]:
+    """The aggregates topic after the traffic went through the protocol: what a combiner
+    reads, as (key, value, headers)."""
+    h = AggHarness(core)
+    h.run(traffic_messages())
+    return [(s.key, s.value, s.headers) for s in h.partials_acked()]
+
+
 class Reader:
     """The aggregates topic as a combiner reads it: everything at the first fetch."""
 
@@ -235,9 +243,7 @@ async def rounds(svc: CombinerService, n: int) -> None:
 
 
 def test_the_combiner_restores_from_its_topic_and_emits_nothing_twice(core: Core) -> None:
-    h = AggHarness(core)
-    h.run(traffic_messages())
-    topic = [(s.key, s.value, s.headers) for s in h.partials_acked()]
+    topic = traffic_partials(core)
 
     effects: list[tuple[Any, ...]] = []
     b1 = FakeBroker(effects)
@@ -269,9 +275,7 @@ def test_the_combiner_emits_a_rounds_tables_in_three_acknowledged_sends(core: Co
     # A worker catching up on a backlog closes many windows per round: one round trip per
     # table and step fell behind (measured: over a thousand windows held open). Whatever
     # the number of tables, a round is three sends, in the protocol's order.
-    h = AggHarness(core)
-    h.run(traffic_messages())
-    topic = [(s.key, s.value, s.headers) for s in h.partials_acked()]
+    topic = traffic_partials(core)
     effects: list[tuple[Any, ...]] = []
     broker = FakeBroker(effects)
     attempts: list[str] = []
@@ -296,9 +300,7 @@ def test_the_combiner_emits_a_rounds_tables_in_three_acknowledged_sends(core: Co
 
 
 def test_the_combiner_reports_the_windows_it_holds_open(core: Core) -> None:
-    h = AggHarness(core)
-    h.run(traffic_messages())
-    topic = [(s.key, s.value, s.headers) for s in h.partials_acked()]
+    topic = traffic_partials(core)
     svc = service(core, topic, FakeBroker([]), idle=3600.0)  # no partition counts as idle
     asyncio.run(rounds(svc, 5))
     held = len(svc.combiners[AGENT].latest)
