@@ -8,7 +8,6 @@ are named by path and category only, and the payload is represented by its diges
 from __future__ import annotations
 
 import hashlib
-import hmac
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, Literal
@@ -16,7 +15,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
-from gateway.crypto import derive_key
+from gateway.crypto import HmacSha256, derive_key
 
 # ``contributed``: the event counted towards an aggregate-only agent's tables (nothing was
 # sent for it); ``aggregated``: a window's aggregate tables sent to such an agent (its
@@ -74,14 +73,14 @@ class RecordIds:
     * nobody without the workers' key can predict an id.
     """
 
-    __slots__ = ("_key",)
+    __slots__ = ("_mac",)
 
     def __init__(self, worker_key: bytes):
-        self._key = derive_key(worker_key, "record-id")
+        self._mac = HmacSha256(derive_key(worker_key, "record-id"))
 
     def _id(self, *parts: str) -> str:
         msg = "\x1f".join(parts).encode("utf-8")
-        return uuid_format(hmac.digest(self._key, msg, "sha256"))
+        return uuid_format(self._mac.digest(msg))
 
     def decision_id(self, event_fp: str, policy_version: str) -> str:
         """One event's decision under one policy version (all its records share it)."""

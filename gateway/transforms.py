@@ -8,12 +8,13 @@ removes the field (fail closed) rather than sending it raw.
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
+
+from gateway.crypto.mac import hmac_sha256
 
 Fn = Callable[[Any, "Ctx"], Any]
 
@@ -56,8 +57,7 @@ def _pseudonym(length: int = 24) -> Fn:
         raise ValueError("pseudonym length must be between 8 and 64 hex characters")
 
     def pseudonym(value: Any, ctx: Ctx) -> str:
-        # hmac.digest: the one-shot C path, a fraction of an HMAC object's cost.
-        digest = hmac.digest(ctx.pseudonym_key, str(value).encode(), "sha256").hex()
+        digest = hmac_sha256(ctx.pseudonym_key).hexdigest(str(value).encode())
         return "ps_" + digest[:length]
 
     return pseudonym

@@ -12,16 +12,20 @@ from typing import Any
 import orjson
 import pytest
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import given
+from hypothesis import strategies as st
 
 from gateway import errors
 from gateway.crypto import (
     AgentPrivateKey,
     AgentPublicKey,
+    HmacSha256,
     Opener,
     Sealer,
     SigningKey,
     VerifyKey,
     derive_key,
+    hmac_sha256,
     opening,
     sealing,
     subject_ref,
@@ -609,3 +613,22 @@ def test_header_fields_must_match_the_header_version(sealer: Sealer, opener: Ope
         opener.open(orjson.dumps(dict(v1, header=dict(v1["header"], v=3))))
     with pytest.raises(errors.DecryptionError, match="version"):
         opener.open(orjson.dumps(dict(v1, header=dict(v1["header"], v=True))))
+
+
+# --- HMAC-SHA256 with the key's padded states computed once ----------------------------
+
+
+@given(key=st.binary(max_size=200), msg=st.binary(max_size=300))
+def test_hmac_sha256_is_hmac(key: bytes, msg: bytes) -> None:
+    # Keys shorter than, equal to and longer than SHA-256's 64-byte block (hashed first).
+    mac = HmacSha256(key)
+    assert mac.digest(msg) == hmac.digest(key, msg, "sha256")
+    assert mac.hexdigest(msg) == hmac.new(key, msg, hashlib.sha256).hexdigest()
+    assert hmac_sha256(key).digest(msg) == hmac.digest(key, msg, "sha256")
+
+
+def test_hmac_sha256_keeps_no_state_between_messages() -> None:
+    mac = HmacSha256(b"k" * 64)
+    first = mac.digest(b"one")
+    mac.digest(b"two" * 100)
+    assert mac.digest(b"one") == first == hmac.digest(b"k" * 64, b"one", "sha256")

@@ -57,6 +57,7 @@ from gateway.crypto.envelope import (
 )
 from gateway.crypto.handover import GatewayKeyring
 from gateway.crypto.keys import AgentPrivateKey, AgentPublicKey, SigningKey, VerifyKey
+from gateway.crypto.mac import HmacSha256, hmac_sha256
 from gateway.crypto.opening import Opened, Opener
 from gateway.crypto.sealing import Sealed, Sealer
 
@@ -69,6 +70,7 @@ __all__ = [
     "AgentPrivateKey",
     "AgentPublicKey",
     "GatewayKeyring",
+    "HmacSha256",
     "Opened",
     "Opener",
     "Sealed",
@@ -76,5 +78,6 @@ __all__ = [
     "SigningKey",
     "VerifyKey",
     "derive_key",
+    "hmac_sha256",
     "subject_ref",
 ]

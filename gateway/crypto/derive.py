@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from functools import lru_cache
 from typing import Final
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from gateway.crypto.mac import hmac_sha256
 
 _HKDF_INFO_PREFIX: Final = b"disclosure-gateway/derive/v1:"
 
@@ -47,5 +47,5 @@ def subject_ref(master: bytes, customer_id: str, key_id: str | None = None) -> s
     to a customer without the pseudonym key.
     """
     key = derive_key(master, "subject-ref")
-    mac = hmac.new(key, customer_id.encode("utf-8"), hashlib.sha256).hexdigest()
+    mac = hmac_sha256(key).hexdigest(customer_id.encode("utf-8"))
     return "subj_" + (f"{key_id}_" if key_id else "") + mac[:32]

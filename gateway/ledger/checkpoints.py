@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from gateway.crypto import SigningKey, VerifyKey, derive_key
+from gateway.crypto import HmacSha256, SigningKey, VerifyKey, derive_key
 from gateway.errors import SignatureError, VerificationError
 
 CHECKPOINT_HEADER: Final = "disclosure-gateway/ledger-checkpoint/v1"
@@ -118,25 +118,25 @@ class RowSeals:
     """Keyed tags for record rows and shard heads. ``key_id`` names the signing key the
     seal key derives from (None: unknown, every seal is checked against this key)."""
 
-    __slots__ = ("_key", "key_id")
+    __slots__ = ("_mac", "key_id")
 
     def __init__(self, key: bytes, key_id: str | None = None) -> None:
-        self._key = key
+        self._mac = HmacSha256(key)
         self.key_id = key_id
 
     @classmethod
     def from_signing_key(cls, key: SigningKey) -> RowSeals:
         return cls(derive_key(key.to_pem(), "ledger-seal"), key.key_id)
 
-    # Fixed-width fields make every input unambiguous; one-shot hmac.digest is the fast
-    # C path (a seal is computed per appended record).
+    # Fixed-width fields make every input unambiguous; the key's padded states are
+    # computed once (a seal is computed per appended record).
     def record(self, shard: int, seq: int, leaf: bytes) -> bytes:
         msg = b"record\x00" + shard.to_bytes(8, "big", signed=True) + seq.to_bytes(8, "big")
-        return hmac.digest(self._key, msg + leaf, "sha256")
+        return self._mac.digest(msg + leaf)
 
     def head(self, shard: int, size: int, frontier: bytes) -> bytes:
         msg = b"head\x00" + shard.to_bytes(8, "big", signed=True) + size.to_bytes(8, "big")
-        return hmac.digest(self._key, msg + frontier, "sha256")
+        return self._mac.digest(msg + frontier)
 
     def check(self, tag: bytes, expected: bytes) -> bool:
         return hmac.compare_digest(tag, expected)
