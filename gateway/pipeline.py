@@ -40,7 +40,6 @@ offline ``gateway replay`` of a file): its signatures are not on the file.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import traceback
 from collections import OrderedDict
@@ -61,7 +60,7 @@ from gateway.consent import (
     changes_state,
     stamp_of,
 )
-from gateway.crypto import Sealer, derive_key, subject_ref
+from gateway.crypto import Sealer, derive_key, hmac_sha256, subject_ref
 from gateway.engine import NOTICE_LEGAL_BASIS, NOTICE_PURPOSE, Decision, Engine
 from gateway.erasure import ErasureRequest, erasure_notices
 from gateway.errors import (
@@ -313,6 +312,10 @@ class Pipeline:
         }
         self._subject_refs: dict[str, str] = {}
         self._message_keys: dict[tuple[str, str], bytes] = {}
+        self._aggregate_subjects: dict[tuple[str, str], str] = {}
+        # What a decision decided recurs: a few hundred (outcome, paths, purposes) shapes
+        # cover a whole stream, so each one's digest is computed once (bounded).
+        self._decision_digests: dict[tuple[Any, ...], str] = {}
         # Whether the engine can be told that the subject type is only declared, not known.
 
     @classmethod
@@ -336,23 +339,46 @@ class Pipeline:
                 self._message_keys.clear()
             key = self.engine.pseudonym_keys[agent]
             got = self._message_keys[(agent, customer_id)] = (
-                hmac.new(key, b"key:" + customer_id.encode(), hashlib.sha256)
-                .hexdigest()[:32]
-                .encode()
+                hmac_sha256(key).hexdigest(b"key:" + customer_id.encode())[:32].encode()
             )
         return got
 
     def aggregate_subject(self, agent: str, customer_id: str) -> str:
         """The key an aggregate agent's windows count the subject's distinct contributions
         by: keyed, kept inside the gateway (partials), never emitted."""
-        key = self.engine.pseudonym_keys[agent]
-        return hmac.digest(key, b"aggregate:" + customer_id.encode(), "sha256").hex()[:32]
+        got = self._aggregate_subjects.get((agent, customer_id))
+        if got is None:
+            if len(self._aggregate_subjects) > 100_000:  # bounded: memory stays flat
+                self._aggregate_subjects.clear()
+            key = self.engine.pseudonym_keys[agent]
+            got = self._aggregate_subjects[(agent, customer_id)] = hmac_sha256(key).hexdigest(
+                b"aggregate:" + customer_id.encode()
+            )[:32]
+        return got
+
+    def decision_digest(self, d: Decision) -> str:
+        """:func:`~gateway.records.decision_digest` of ``d`` under this policy version."""
+        key = (
+            d.outcome,
+            d.reason,
+            tuple(d.paths_sent),
+            tuple(d.paths_transformed),
+            tuple(d.paths_removed),
+            tuple(d.purposes),
+            tuple(d.legal_bases),
+        )
+        got = self._decision_digests.get(key)
+        if got is None:
+            if len(self._decision_digests) > 10_000:  # bounded: memory stays flat
+                self._decision_digests.clear()
+            got = self._decision_digests[key] = decision_digest(*key, self.policy_version)
+        return got
 
     def agent_ref(self, agent: str, event_fp: str) -> str:
         """The agent's own reference for an event (24 hex characters): keyed with the
         agent's pseudonym key, so no two agents' references for one event are related."""
         key = self.engine.pseudonym_keys[agent]
-        return hmac.digest(key, b"ref:" + event_fp.encode(), "sha256").hex()[:24]
+        return hmac_sha256(key).hexdigest(b"ref:" + event_fp.encode())[:24]
 
     def dead_letter(self, raw: bytes, err: EventError) -> DeadLetter:
         shape = None
@@ -546,6 +572,9 @@ class Pipeline:
         consulted = state.consulted(event.subject_type)
         bodies: dict[str, dict[str, Any]] = {}
         dec_id = self.ids.decision_id(event.event_fp, self.policy_version)
+        # One event's records share their decision time and subject reference.
+        recorded_at = self.now()
+        subject = self.subject_ref(event.customer_id)
         for agent in agents:
             precision = self.policy.agents[agent].timestamp_precision
             body = bodies.get(precision)
@@ -564,7 +593,7 @@ class Pipeline:
                 event.reference_date,
                 subject_type_verified=verified,
             )
-            rec, msg = self._emit(event, d, dec_id, stype, consulted)
+            rec, msg = self._emit(event, d, dec_id, stype, consulted, recorded_at, subject)
             out.records.append(rec)
             if msg is not None:
                 out.messages.append(msg)
@@ -586,18 +615,11 @@ class Pipeline:
         dec_id: str,
         subject_type: str,
         consulted: dict[str, Any],
+        recorded_at: datetime,
+        subject_ref: str,
     ) -> tuple[DecisionRecord, AgentMessage | None]:
         agent = self.policy.agents[d.agent]
-        digest_of_decision = decision_digest(
-            d.outcome,
-            d.reason,
-            d.paths_sent,
-            d.paths_transformed,
-            d.paths_removed,
-            d.purposes,
-            d.legal_bases,
-            self.policy_version,
-        )
+        digest_of_decision = self.decision_digest(d)
         rid = self.ids.record_id(event.event_fp, d.agent, "event", digest_of_decision)
         key_id = digest = topic = None
         msg = None
@@ -626,8 +648,8 @@ class Pipeline:
             event_id=event.event_id,
             event_type=event.event_type,
             occurred_at=event.occurred_at,
-            recorded_at=self.now(),
-            subject_ref=self.subject_ref(event.customer_id),
+            recorded_at=recorded_at,
+            subject_ref=subject_ref,
             subject_type=subject_type,
             agent=d.agent,
             recipient=self.recipients[d.agent],

@@ -132,3 +132,33 @@ def test_a_crash_reading_the_consent_state_is_dead_lettered(core: Core, sample: 
 
     out = core.pipeline.process(orjson.dumps(sample["order.placed"]), Unreadable(), verify=False)
     assert_internal_error(out, sample["order.placed"]["event_id"])
+
+
+def test_every_record_id_covers_what_its_record_decided(core: Core) -> None:
+    # The pipeline remembers the digests of the decisions it has seen (a few shapes recur):
+    # each record's id must still be the one its own outcome, paths, purposes and bases
+    # give, over a stream of every event type, subject state and agent.
+    from gateway.dev.samples import random_events
+    from gateway.records import decision_digest
+
+    states: dict[str, ConsentState] = {}
+    checked = 0
+    for ev in random_events(600, seed=7, customers=40):
+        out = core.pipeline.process(orjson.dumps(ev), states, verify=False)
+        for rec in out.records:
+            digest = decision_digest(
+                rec.outcome,
+                rec.reason,
+                rec.paths_sent,
+                rec.paths_transformed,
+                rec.paths_removed,
+                rec.purposes,
+                rec.legal_bases,
+                rec.policy_version,
+            )
+            assert rec.event_fp is not None
+            assert rec.record_id == core.pipeline.ids.record_id(
+                rec.event_fp, rec.agent, "event", digest
+            )
+            checked += 1
+    assert checked > 500
