@@ -65,11 +65,25 @@ VISION_RULE = (
 )
 
 
+# Answers for the short strings seen lately: a catalogue's descriptions and options recur
+# event after event, and the pattern's search is the costliest step of a plan (bounded in
+# count and in length: free text is searched each time).
+_SEEN: dict[str, bool] = {}
+_SEEN_LENGTH = 200
+
+
 def reveals_vision_condition(value: Any) -> bool:
     """True if ``value`` (a string, or a list of them: any element) names a vision
     condition, a lens type or strength, or a prescription."""
     if isinstance(value, str):
-        return _VISION.search(value) is not None
+        got = _SEEN.get(value)
+        if got is None:
+            got = _VISION.search(value) is not None
+            if len(value) <= _SEEN_LENGTH:
+                if len(_SEEN) >= 10_000:
+                    _SEEN.clear()
+                _SEEN[value] = got
+        return got
     if isinstance(value, list | tuple):
         return any(reveals_vision_condition(v) for v in value)
     return value is not None and _VISION.search(str(value)) is not None
