@@ -86,7 +86,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -240,6 +240,28 @@ _PRODUCT_WORDS = (
 )
 
 
+def _memo(classify: Callable[[str], str]) -> Callable[[str], str]:
+    """``classify`` answering from memory for the short strings seen lately: user agents,
+    referrers and a catalogue's descriptions recur event after event (bounded in count and
+    in length)."""
+    seen: dict[str, str] = {}
+
+    def memo(value: str) -> str:
+        got = seen.get(value)
+        if got is None:
+            got = classify(value)
+            if len(value) <= 512:
+                if len(seen) >= 4096:
+                    seen.clear()
+                seen[value] = got
+        return got
+
+    memo.__doc__ = classify.__doc__
+    memo.__name__ = classify.__name__
+    return memo
+
+
+@_memo
 def product_category(description: str) -> str:
     text = description.lower()
     for category, words in _PRODUCT_WORDS:
@@ -248,6 +270,7 @@ def product_category(description: str) -> str:
     return "other"
 
 
+@_memo
 def device_class(user_agent: str) -> str:
     ua = user_agent.lower()
     if any(w in ua for w in ("bot", "crawler", "spider", "headless")):
@@ -259,6 +282,7 @@ def device_class(user_agent: str) -> str:
     return "desktop"
 
 
+@_memo
 def browser_family(user_agent: str) -> str:
     ua = user_agent.lower()
     if "edg/" in ua or "edge/" in ua:
@@ -272,15 +296,20 @@ def browser_family(user_agent: str) -> str:
     return "Other"
 
 
-def referrer_domain(referrer: Any) -> str:
-    if not isinstance(referrer, str) or not referrer:
-        return "(none)"
+@_memo
+def _host(referrer: str) -> str:
     try:
         host = urlsplit(referrer).hostname or ""
     except ValueError:
         return "(none)"
     host = host.lower().removeprefix("www.")
     return host or "(none)"
+
+
+def referrer_domain(referrer: Any) -> str:
+    if not isinstance(referrer, str) or not referrer:
+        return "(none)"
+    return _host(referrer)
 
 
 def page_path(page: Any) -> str:
@@ -298,26 +327,25 @@ def _dimension_values(
     name: str, event_type: str, data: Mapping[str, Any], hour: str
 ) -> list[str] | None:
     """The value(s) of dimension ``name`` in a (redacted) event, None if not derivable."""
-    device = data.get("device") or {}
-    address = data.get("shipping_address") or {}
     if name == "hour":
         return [hour]
     if name == "page":
         return [page_path(p) for p in data.get("pages") or []]
     if name == "referrer_domain":
         return [referrer_domain(data.get("referrer"))]
-    if name == "device_class":
+    if name in ("device_class", "browser_family", "language"):
+        device = data.get("device") or {}
+        if name == "language":
+            lang = device.get("language")
+            if not isinstance(lang, str) or not lang:
+                return ["(unknown)"]
+            return [lang.split("-", 1)[0].split("_", 1)[0].lower()[:8]]
         ua = device.get("user_agent")
-        return [device_class(ua)] if isinstance(ua, str) else ["(unknown)"]
-    if name == "browser_family":
-        ua = device.get("user_agent")
-        return [browser_family(ua)] if isinstance(ua, str) else ["(unknown)"]
-    if name == "language":
-        lang = device.get("language")
-        if not isinstance(lang, str) or not lang:
+        if not isinstance(ua, str):
             return ["(unknown)"]
-        return [lang.split("-", 1)[0].split("_", 1)[0].lower()[:8]]
+        return [device_class(ua) if name == "device_class" else browser_family(ua)]
     if name in ("country", "state", "zip3"):
+        address = data.get("shipping_address") or {}
         key = {"country": "country", "state": "state", "zip3": "postal_code"}[name]
         value = address.get(key)
         if not isinstance(value, str) or not value:
@@ -327,6 +355,51 @@ def _dimension_values(
             return ["(unknown)"]
         return [value.upper() if name != "zip3" else value]
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class _TablePlan:
+    """What :func:`derive_rows` needs of one table, read from its spec once."""
+
+    name: str
+    dimensions: tuple[str, ...]
+    others: tuple[str, ...]  # the dimensions besides product_category
+    per_line: bool  # one row per order line (a product_category table)
+    quantity: bool
+    revenue: bool
+    order_total: bool
+    duration_s: bool
+    per_page: bool  # sums are per visit, not per page: a page table's rows carry none
+
+
+# (id of the spec, event type) -> (the spec, its tables covering the type). The spec is
+# held, so its id is not reused while cached; a policy has a handful of specs.
+_TABLE_PLANS: dict[tuple[int, str], tuple[AggregateSpec, tuple[_TablePlan, ...]]] = {}
+
+
+def _table_plans(spec: AggregateSpec, event_type: str) -> tuple[_TablePlan, ...]:
+    got = _TABLE_PLANS.get((id(spec), event_type))
+    if got is not None and got[0] is spec:
+        return got[1]
+    plans = tuple(
+        _TablePlan(
+            name=tname,
+            dimensions=tuple(table.dimensions),
+            others=tuple(d for d in table.dimensions if d != "product_category"),
+            per_line="product_category" in table.dimensions,
+            quantity="quantity" in table.measures,
+            revenue="revenue" in table.measures,
+            order_total="order_total" in table.measures,
+            duration_s="duration_s" in table.measures,
+            per_page="page" in table.dimensions,
+        )
+        for tname, table in spec.tables.items()
+        if event_type in table.events
+    )
+    if len(_TABLE_PLANS) >= 1024:
+        _TABLE_PLANS.clear()
+    _TABLE_PLANS[(id(spec), event_type)] = (spec, plans)
+    return plans
 
 
 def derive_rows(
@@ -347,14 +420,11 @@ def derive_rows(
             memo[name] = _dimension_values(name, event_type, data, hour)
         return memo[name]
 
-    for tname, table in spec.tables.items():
-        if event_type not in table.events:
-            continue
+    for table in _table_plans(spec, event_type):
         rows: list[tuple[tuple[str, ...], dict[str, int]]] = []
-        if "product_category" in table.dimensions:
+        if table.per_line:
             # One row per order line the engine let through with its description.
-            others = [d for d in table.dimensions if d != "product_category"]
-            fixed = {d: dimension(d) for d in others}
+            fixed = {d: dimension(d) for d in table.others}
             currency = str(data.get("currency", "USD"))
             for item in data.get("items") or []:
                 desc = item.get("description")
@@ -363,26 +433,26 @@ def derive_rows(
                 sums: dict[str, int] = {}
                 qty = item.get("quantity")
                 price = item.get("unit_price")
-                if "quantity" in table.measures and isinstance(qty, int):
+                if table.quantity and isinstance(qty, int):
                     sums["quantity"] = qty
-                if "revenue" in table.measures and isinstance(qty, int) and price is not None:
+                if table.revenue and isinstance(qty, int) and price is not None:
                     sums[f"revenue.{currency}"] = _cents(price) * qty
                 values = {**fixed, "product_category": [product_category(desc)]}
                 rows += [(dims, dict(sums)) for dims in _product(table.dimensions, values)]
         else:
             values = {d: dimension(d) for d in table.dimensions}
             sums = {}
-            if "order_total" in table.measures and data.get("total") is not None:
+            if table.order_total and data.get("total") is not None:
                 sums[f"order_total.{data.get('currency', 'USD')}"] = _cents(data["total"])
-            if "duration_s" in table.measures and isinstance(data.get("duration_s"), int):
+            if table.duration_s and isinstance(data.get("duration_s"), int):
                 sums["duration_s"] = data["duration_s"]
             combos = _product(table.dimensions, values)
-            if "page" in table.dimensions:
+            if table.per_page:
                 rows += [(dims, {}) for dims in combos]  # sums are per visit, not per page
             else:
                 rows += [(dims, dict(sums)) for dims in combos]
         if rows:
-            out[tname] = rows
+            out[table.name] = rows
     return out
 
 

@@ -21,8 +21,12 @@ from gateway.aggregates import (
     Contribution,
     Key,
     Partial,
+    browser_family,
     combine,
+    device_class,
+    product_category,
     publishable,
+    referrer_domain,
     relations,
     suppress,
 )
@@ -483,3 +487,16 @@ def test_no_suppressed_cell_is_recoverable_from_the_hour_and_its_five_minute_win
 
 def test_without_the_nested_audit_the_attacker_would_recover_cells() -> None:
     assert sum(bool(_nested_run(seed, audit_inner=False)) for seed in range(60)) >= 5
+
+
+def test_the_classifiers_remember_a_bounded_number_of_short_strings() -> None:
+    ua = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0) AppleWebKit Safari/604.1"
+    assert device_class(ua) == "mobile" and device_class(ua) == "mobile"
+    assert browser_family(ua) == "Safari"
+    for i in range(5_000):  # more than the memory holds: it starts again, answers stay right
+        assert device_class(f"SomeBot/{i}") == "bot"
+    assert device_class(ua) == "mobile"
+    assert device_class("x" * 600 + " tablet") == "tablet"  # long: not remembered, still right
+    assert referrer_domain("https://www.Example.com/a?b") == "example.com"
+    assert referrer_domain(None) == "(none)" and referrer_domain("http://[::1") == "(none)"
+    assert product_category("Polarized sunglasses") == "sunglasses"
