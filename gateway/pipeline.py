@@ -82,10 +82,13 @@ from gateway.events import (
     safe_field_name,
 )
 from gateway.policy import Policy, TimestampPrecision
-from gateway.publishers import Headers, PublisherRegistry
+from gateway.publishers import Headers, Publisher, PublisherRegistry
 from gateway.records import DecisionRecord, Recipient, RecordIds, decision_digest, payload_digest
 
 log = logging.getLogger(__name__)
+
+# What a publisher signature check found: the signer, or the error that refuses the event.
+Signer = Publisher | PublisherError
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,12 +402,33 @@ class Pipeline:
 
     # --- the two steps ---------------------------------------------------------------------
 
+    def check_signature(self, value: bytes, headers: Headers | None) -> Signer | None:
+        """The publisher that signed ``value``, or why none did: the signature part of
+        :meth:`admit`, which a caller may run ahead (on other threads: the public-key work
+        does not hold the interpreter) and hand to :meth:`admit` as ``signer``. None for a
+        value :meth:`admit` refuses before any signature check (too large), or where
+        checking failed unexpectedly (:meth:`admit` then checks, and says why)."""
+        if len(value) > self.max_event_bytes:
+            return None
+        try:
+            return self.publishers.verify(value, headers)
+        except PublisherError as e:
+            return e
+        except Exception:
+            return None
+
     def admit(
-        self, value: bytes, headers: Headers | None = None, *, verify: bool = True
+        self,
+        value: bytes,
+        headers: Headers | None = None,
+        *,
+        verify: bool = True,
+        signer: Signer | None = None,
     ) -> Admitted | DeadLetter:
         """The event in ``value`` if it may be decided: not too large, no card number, signed
         by a declared publisher (unless not ``verify``), schema-valid, of a type the
-        publisher may send. Else its dead letter. Never raises."""
+        publisher may send. Else its dead letter. Never raises. ``signer``: what
+        :meth:`check_signature` said of the same value and headers (None: check here)."""
         try:
             if len(value) > self.max_event_bytes:
                 raise EventTooLarge(
@@ -412,7 +436,13 @@ class Pipeline:
                     " (GATEWAY_MAX_EVENT_BYTES)"
                 )
             # (parse_event scans for card numbers before anything else reads the event.)
-            publisher = self.publishers.verify(value, headers) if verify else None
+            publisher: Publisher | None = None
+            if verify:
+                if signer is None:
+                    signer = self.publishers.verify(value, headers)
+                if isinstance(signer, PublisherError):
+                    raise signer
+                publisher = signer
             event = parse_event(value, self.max_event_bytes)
             if publisher is not None:
                 try:

@@ -69,6 +69,13 @@ class Settings(BaseSettings):
         description="Deciding one batch is estimated to take this long at most (ms); a "
         "fetched pile is cut into batches that fit (and into batch_max events at most).",
     )
+    verify_threads: int = Field(
+        2,
+        ge=1,
+        description="Threads checking a batch's publisher signatures before it is decided "
+        "(the public-key work runs outside the interpreter lock, so they use other cores); "
+        "1: checked one by one as each event is admitted. Up to the worker's cores.",
+    )
     aggregate_idle_seconds: float = Field(
         30.0,
         gt=0,

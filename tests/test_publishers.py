@@ -28,6 +28,7 @@ from gateway.errors import (
     Unsigned,
 )
 from gateway.keys import demo_publisher_keys_dir
+from gateway.pipeline import Admitted, DeadLetter
 from gateway.policy import parse_policy
 from gateway.publishers import (
     HEADER_PUBLISHER,
@@ -255,6 +256,10 @@ def test_spoofed_consent_and_erasure_are_dead_lettered_and_not_applied(
     assert states == before  # nothing applied
     # The dead letter names the event by the id it claims (so its publisher can find it).
     assert out.dead_letter.event_id == orjson.loads(raw)["event_id"]
+    # Checked ahead (as a worker checks a batch on its threads): the same refusal.
+    ahead = core.pipeline.admit(raw, headers, signer=core.pipeline.check_signature(raw, headers))
+    assert isinstance(ahead, DeadLetter)
+    assert (ahead.reason, ahead.event_id) == (reason, out.dead_letter.event_id)
 
 
 def test_the_offline_replay_does_not_verify(core: Core) -> None:
@@ -270,6 +275,27 @@ def test_admit_reports_the_publisher(core: Core, signers: dict[str, PublisherSig
     got = core.pipeline.admit(raw, signers["site.visit"].headers(raw))
     assert not hasattr(got, "reason")
     assert got.publisher == "web" and got.event.event_type == "site.visit"  # type: ignore[union-attr]
+
+
+def test_admission_takes_a_signature_checked_ahead_as_it_is(
+    core: Core, signers: dict[str, PublisherSigner], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    raw = orjson.dumps(event("site.visit", {"session_id": "s-2"}, customer="C-pub-4"))
+    headers = signers["site.visit"].headers(raw)
+    signer = core.pipeline.check_signature(raw, headers)
+    assert isinstance(signer, Publisher) and signer.name == "web"
+
+    def not_again(*args: Any) -> None:
+        raise AssertionError("checked twice")
+
+    monkeypatch.setattr(core.pipeline.publishers, "verify", not_again)
+    got = core.pipeline.admit(raw, headers, signer=signer)
+    assert isinstance(got, Admitted) and got.publisher == "web"
+    # Too large: refused before any signature check, ahead or not.
+    huge = b" " * (core.pipeline.max_event_bytes + 1)
+    assert core.pipeline.check_signature(huge, headers) is None
+    dead = core.pipeline.admit(huge, headers, signer=None)
+    assert isinstance(dead, DeadLetter) and dead.reason == "too_large"
 
 
 # --- the policy section and the key files -------------------------------------------------

@@ -46,6 +46,7 @@ from gateway.stream.aggregation import (
 from gateway.stream.consent_store import ConsentStore, KafkaChangelog, changelog_topic
 from gateway.stream.protocol import BatchProtocol
 from gateway.stream.sender import BatchSender
+from gateway.stream.signatures import SignatureChecks
 
 log = logging.getLogger("gateway.stream")
 
@@ -287,6 +288,7 @@ def add_gateway_lane(
         mac=mac,
         stats=stats,
         aggregation=aggregation,
+        signatures=SignatureChecks(core.pipeline, settings.verify_threads),
     )
 
     budget = settings.batch_budget_ms / 1000

@@ -14,12 +14,13 @@ list:
    again: deciding it against the newer state could decide differently under the same
    ids.
 3. **Admit, route, decide.** Every event is admitted (size, card numbers, the publisher's
-   signature, schema, the publisher's right to send it). An admitted event whose customer
-   is decided on another partition than the one it was read from (see *Subject routing*)
-   is set aside to be forwarded; every other one is decided against its customer's
-   consent state (changes stay local to the batch), and moves its partition's aggregate
-   windows (its contributions to aggregate-only agents are added there; see
-   :mod:`gateway.stream.aggregation`).
+   signature, schema, the publisher's right to send it; the batch's signatures are
+   checked first, on several threads: see :mod:`gateway.stream.signatures`). An admitted
+   event whose customer is decided on another partition than the one it was read from
+   (see *Subject routing*) is set aside to be forwarded; every other one is decided
+   against its customer's consent state (changes stay local to the batch), and moves its
+   partition's aggregate windows (its contributions to aggregate-only agents are added
+   there; see :mod:`gateway.stream.aggregation`).
 4. **Log** (one send): every decision record to the disclosure topic, dead letters to
    theirs, and the events set aside to the re-partition topic, each to its customer's
    partition. None of these needs another acknowledged first, and each only has to be
@@ -97,12 +98,13 @@ from gateway.consent import ConsentState
 from gateway.erasure import ERASURE_REQUEST_KIND, HEADER_KIND
 from gateway.errors import ForgedForward, Misrouted
 from gateway.integrity import HEADER_MAC, WorkerMac, header, header_pairs
-from gateway.pipeline import Admitted, DeadLetter, EventResult, Pipeline
+from gateway.pipeline import Admitted, DeadLetter, EventResult, Pipeline, Signer
 from gateway.publishers import HEADER_PUBLISHER, HEADER_SIGNATURE
 from gateway.routing import subject_partition
 from gateway.stream import metrics
 from gateway.stream.aggregation import AggregateBatch, WorkerAggregation
 from gateway.stream.consent_store import MARKER_KEYS, ConsentStore, Source, offset_marker
+from gateway.stream.signatures import SignatureChecks
 
 log = logging.getLogger("gateway.stream")
 
@@ -220,6 +222,7 @@ class BatchProtocol(Generic[M]):
         mac: WorkerMac,
         stats: dict[str, int] | None = None,
         aggregation: WorkerAggregation | None = None,
+        signatures: SignatureChecks | None = None,
     ):
         self.pipeline = pipeline
         self.consumer = consumer
@@ -239,6 +242,8 @@ class BatchProtocol(Generic[M]):
         self.aggregation = aggregation
         # Seconds to decide one event, recently (a moving average; None: no batch yet).
         self.decide_cost: float | None = None
+        # Who checks a batch's publisher signatures ahead (None: each as it is admitted).
+        self.signatures = signatures
 
     async def process(self, messages: Sequence[M]) -> list[M]:
         """Take one batch (in offset order per partition) through the protocol. Returns the
@@ -346,12 +351,13 @@ class BatchProtocol(Generic[M]):
         outcomes = []
         forwards: list[tuple[Item, int, int]] = []
         sources = [self.source(m) for m in messages]
+        signers = self.check_signatures(messages, sources)
         aggregates = self.aggregation.batch() if self.aggregation is not None else None
         for i, m in enumerate(messages):
             overlay.index = i
             overlay.partition = m.partition
             n_forwards = len(forwards)
-            out = self.decide_one(m, sources[i], overlay, forwards, i)
+            out = self.decide_one(m, sources[i], overlay, forwards, i, signers[i])
             outcomes.append(out)
             if (
                 aggregates is not None
@@ -373,6 +379,25 @@ class BatchProtocol(Generic[M]):
         self.decide_cost = cost if self.decide_cost is None else 0.8 * self.decide_cost + 0.2 * cost
         return Decided(messages, outcomes, writes, forwards, sources, aggregates)
 
+    def check_signatures(
+        self, messages: Sequence[M], sources: Sequence[Source]
+    ) -> list[Signer | None]:
+        """Step 3's signature checks, ahead of deciding: per message, what its publisher
+        signature check found (None: checked as it is admitted, and for forwarded events,
+        which the forwarding worker checked)."""
+        if self.signatures is None:
+            return [None] * len(messages)
+        inputs = [i for i, source in enumerate(sources) if source == "input"]
+        items: list[tuple[bytes, Headers]] = []
+        for i in inputs:
+            value = messages[i].value
+            items.append((value if value is not None else b"", header_pairs(messages[i].headers)))
+        found = self.signatures.check(items)
+        out: list[Signer | None] = [None] * len(messages)
+        for i, signer in zip(inputs, found, strict=True):
+            out[i] = signer
+        return out
+
     def decide_one(
         self,
         m: M,
@@ -380,9 +405,11 @@ class BatchProtocol(Generic[M]):
         overlay: Overlay,
         forwards: list[tuple[Item, int, int]],
         index: int,
+        signer: Signer | None = None,
     ) -> EventResult:
         """One event of step 3: admitted, then decided here or set aside for forwarding.
-        (The pipeline never raises: a crash is dead-lettered inside it.)"""
+        ``signer``: its signature check, done ahead (None: checked here). (The pipeline
+        never raises: a crash is dead-lettered inside it.)"""
         # A null value (a tombstone) is no event: dead-lettered as not JSON.
         value = m.value if m.value is not None else b""
         headers = header_pairs(m.headers)
@@ -403,7 +430,7 @@ class BatchProtocol(Generic[M]):
                 # The forwarding worker verified the signature; the MAC says it did.
                 got = self.pipeline.admit(value, verify=False)
         else:
-            got = self.pipeline.admit(value, headers)
+            got = self.pipeline.admit(value, headers, signer=signer)
         if isinstance(got, DeadLetter):
             return EventResult(dead_letter=got.at(m.topic, m.partition, m.offset))
         home = subject_partition(got.event.customer_id, self.partitions)

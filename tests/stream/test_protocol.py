@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -27,6 +27,7 @@ from gateway.stream import metrics
 from gateway.stream.consent_store import OFFSET_KEY, ConsentStore, Restored
 from gateway.stream.protocol import BatchProtocol, Item
 from gateway.stream.sender import send_acknowledged
+from gateway.stream.signatures import MIN_PARALLEL, SignatureChecks
 from tests.stream.faulty_worker import faulty_protocol
 
 INPUT = "t.events"
@@ -171,6 +172,7 @@ class Harness:
         applied: dict[int, int] | None = None,
         states: dict[int, dict[str, bytes | ConsentState]] | None = None,
         protocol: type[BatchProtocol[Any]] = BatchProtocol,
+        signatures: SignatureChecks | None = None,
     ):
         self.effects: list[tuple[Any, ...]] = []
         self.applied = applied or {}
@@ -190,6 +192,7 @@ class Harness:
             subjects_topic=SUBJECTS,
             partitions=PARTITIONS,
             mac=WorkerMac(core.worker_key),
+            signatures=signatures,
         )
 
     async def read_changelog(self, partitions: list[int]) -> Restored:
@@ -555,3 +558,59 @@ def test_the_collector_is_off_while_a_batch_is_decided_and_on_again_after(
     h.run(scenario_messages())
     assert seen and not any(seen)
     assert gc.isenabled()
+
+
+# --- signatures checked ahead, on threads -------------------------------------------------
+
+
+def tampered(messages: list[Msg]) -> list[Msg]:
+    """Every fifth message altered after signing, every seventh unsigned, every ninth signed
+    by a publisher the policy does not declare: what a batch of real traffic may hold."""
+    out = []
+    for i, m in enumerate(messages):
+        if i % 5 == 1:
+            assert m.value is not None
+            m = replace(m, value=m.value.replace(b'"event_id":"', b'"event_id":"x', 1))
+        elif i % 7 == 2:
+            m = replace(m, headers=None)
+        elif i % 9 == 3:
+            m = replace(
+                m,
+                headers=[
+                    (n, b"mallory" if n == "gateway-publisher" else v) for n, v in m.headers or []
+                ],
+            )
+        out.append(m)
+    return out
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_signatures_checked_ahead_decide_exactly_what_admission_alone_decides(
+    core: Core, threads: int
+) -> None:
+    messages = tampered(scenario_messages() * 2)  # a batch above the threads' minimum
+    messages = [replace(m, offset=i) for i, m in enumerate(messages)]
+    assert len(messages) >= MIN_PARALLEL
+    alone, ahead = Harness(core), Harness(core, signatures=SignatureChecks(core.pipeline, threads))
+    alone.run(messages)
+    ahead.run(messages)
+
+    def sent(h: Harness) -> list[tuple[str, str, Any]]:
+        # Sealed messages differ by their nonces (and so do the records' digests of them),
+        # records and dead letters by the time they were made: what went where, and
+        # everything else they say, may not.
+        out = []
+        for s in h.broker.acked:
+            if s.kind == "disclose":
+                out.append((s.kind, s.topic, None))
+                continue
+            doc = orjson.loads(s.value)
+            if isinstance(doc, dict):
+                for moment in ("recorded_at", "received_at", "payload_digest"):
+                    doc.pop(moment, None)
+            out.append((s.kind, s.topic, doc))
+        return out
+
+    assert sent(ahead) == sent(alone)
+    reasons = [orjson.loads(s.value)["reason"] for s in ahead.broker.acked if s.topic == DEAD]
+    assert {"bad_signature", "unsigned", "unknown_publisher"} <= set(reasons)
