@@ -15,7 +15,10 @@ the per-stage figures carry no profiler or wrapper overhead:
 * ``verify`` -- the publisher's signature (``PublisherRegistry.verify``), with the headers
   ``sign`` gives each event; also outside ``process`` here (which is timed unverified, so
   that the figures compare with earlier runs), and in the worker part of admission. Per
-  publisher scheme too: ``verify_ed25519``, ``verify_hmac-sha256``;
+  publisher scheme too: ``verify_ed25519``, ``verify_hmac-sha256``; and
+  ``verify_threads``: the same checks as a worker makes them, a batch at a time on
+  ``VERIFY_THREADS`` threads (:class:`~gateway.stream.signatures.SignatureChecks`), wall
+  time per event (what the worker's decide phase waits for them, with cores to spare);
 * ``route`` -- ``subject_partition`` of each event's customer id: the worker's routing
   decision at admission (the hop itself, for events on another partition, is Kafka work:
   the throughput phase's re-routed row measures it); outside ``process``;
@@ -45,10 +48,15 @@ from gateway.records import DecisionRecord
 from gateway.routing import subject_partition
 from gateway.runtime import Core
 from gateway.stream.aggregation import AggregateBatch, WorkerAggregation, aggregate_specs
+from gateway.stream.signatures import SignatureChecks
 
 # Events per AggregateBatch in the aggregate stage: about the worker's batches at full
 # rate (BENCHMARKS.md: 476-490).
 AGGREGATE_BATCH = 500
+# The signature checks' threads and batch size in ``verify_threads``: the worker's default
+# (GATEWAY_VERIFY_THREADS) and about its batches at full rate.
+VERIFY_THREADS = 2
+VERIFY_BATCH = 200
 
 
 class _FreshWindows(WorkerAggregation):
@@ -194,7 +202,16 @@ def measure(
         for raw, headers in signed:
             schemes.setdefault(registry.verify(raw, headers).scheme, []).append((raw, headers))
         stages["verify"] = verifying(signed)
+        checks = SignatureChecks(pipeline, VERIFY_THREADS)
+
+        def verify_threads() -> None:
+            for i in range(0, len(signed), VERIFY_BATCH):
+                checks.check(signed[i : i + VERIFY_BATCH])
+
+        stages["verify_threads"] = verify_threads
     best = {name: min(_timed(fn) for _ in range(rounds)) for name, fn in stages.items()}
+    if sign is not None:
+        checks.close()
     us = {name: seconds / n * 1e6 for name, seconds in best.items()}
     for scheme, items in sorted(schemes.items()):
         took = min(_timed(verifying(items)) for _ in range(rounds))
