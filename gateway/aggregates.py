@@ -372,15 +372,20 @@ class _TablePlan:
     per_page: bool  # sums are per visit, not per page: a page table's rows carry none
 
 
-# (id of the spec, event type) -> (the spec, its tables covering the type). The spec is
-# held, so its id is not reused while cached; a policy has a handful of specs.
-_TABLE_PLANS: dict[tuple[int, str], tuple[AggregateSpec, tuple[_TablePlan, ...]]] = {}
+# (id of the spec, event type) -> (the spec, its tables covering the type, the dimensions
+# they need besides product_category). The spec is held, so its id is not reused while
+# cached; a policy has a handful of specs.
+_TABLE_PLANS: dict[
+    tuple[int, str], tuple[AggregateSpec, tuple[_TablePlan, ...], tuple[str, ...]]
+] = {}
 
 
-def _table_plans(spec: AggregateSpec, event_type: str) -> tuple[_TablePlan, ...]:
+def _table_plans(
+    spec: AggregateSpec, event_type: str
+) -> tuple[tuple[_TablePlan, ...], tuple[str, ...]]:
     got = _TABLE_PLANS.get((id(spec), event_type))
     if got is not None and got[0] is spec:
-        return got[1]
+        return got[1], got[2]
     plans = tuple(
         _TablePlan(
             name=tname,
@@ -396,10 +401,11 @@ def _table_plans(spec: AggregateSpec, event_type: str) -> tuple[_TablePlan, ...]
         for tname, table in spec.tables.items()
         if event_type in table.events
     )
+    needed = tuple(dict.fromkeys(d for plan in plans for d in plan.others))
     if len(_TABLE_PLANS) >= 1024:
         _TABLE_PLANS.clear()
-    _TABLE_PLANS[(id(spec), event_type)] = (spec, plans)
-    return plans
+    _TABLE_PLANS[(id(spec), event_type)] = (spec, plans, needed)
+    return plans, needed
 
 
 def derive_rows(
@@ -407,24 +413,19 @@ def derive_rows(
 ) -> dict[str, list[tuple[tuple[str, ...], dict[str, int]]]]:
     """Per table of ``spec`` that covers ``event_type``: the rows the event adds, each
     (dimension values, sums). ``payload`` is the engine's redacted view of the event (its
-    ``occurred_at`` cut to the agent's timestamp precision: the hour dimension reads it)."""
+    ``occurred_at`` cut to the agent's timestamp precision: the hour dimension reads it).
+    Rows of one table may share their sums (read-only)."""
     data = payload.get("data") or {}
     at = payload.get("occurred_at")
     hour = at[11:13] if isinstance(at, str) and len(at) >= 13 else "(unknown)"
     out: dict[str, list[tuple[tuple[str, ...], dict[str, int]]]] = {}
+    plans, needed = _table_plans(spec, event_type)
     # Tables share dimensions (hour, device class, ...): each is derived once per event.
-    memo: dict[str, list[str] | None] = {}
-
-    def dimension(name: str) -> list[str] | None:
-        if name not in memo:
-            memo[name] = _dimension_values(name, event_type, data, hour)
-        return memo[name]
-
-    for table in _table_plans(spec, event_type):
+    values = {d: _dimension_values(d, event_type, data, hour) for d in needed}
+    for table in plans:
         rows: list[tuple[tuple[str, ...], dict[str, int]]] = []
         if table.per_line:
             # One row per order line the engine let through with its description.
-            fixed = {d: dimension(d) for d in table.others}
             currency = str(data.get("currency", "USD"))
             for item in data.get("items") or []:
                 desc = item.get("description")
@@ -437,20 +438,17 @@ def derive_rows(
                     sums["quantity"] = qty
                 if table.revenue and isinstance(qty, int) and price is not None:
                     sums[f"revenue.{currency}"] = _cents(price) * qty
-                values = {**fixed, "product_category": [product_category(desc)]}
-                rows += [(dims, dict(sums)) for dims in _product(table.dimensions, values)]
+                line = {**values, "product_category": [product_category(desc)]}
+                rows += [(dims, sums) for dims in _product(table.dimensions, line)]
         else:
-            values = {d: dimension(d) for d in table.dimensions}
             sums = {}
             if table.order_total and data.get("total") is not None:
                 sums[f"order_total.{data.get('currency', 'USD')}"] = _cents(data["total"])
             if table.duration_s and isinstance(data.get("duration_s"), int):
                 sums["duration_s"] = data["duration_s"]
-            combos = _product(table.dimensions, values)
             if table.per_page:
-                rows += [(dims, {}) for dims in combos]  # sums are per visit, not per page
-            else:
-                rows += [(dims, dict(sums)) for dims in combos]
+                sums = {}  # sums are per visit, not per page
+            rows = [(dims, sums) for dims in _product(table.dimensions, values)]
         if rows:
             out[table.name] = rows
     return out
