@@ -88,7 +88,7 @@ from gateway.records import DecisionRecord, Recipient, RecordIds, decision_diges
 log = logging.getLogger(__name__)
 
 # What a publisher signature check found: the signer, or the error that refuses the event.
-Signer = Publisher | PublisherError
+SignatureCheck = Publisher | PublisherError
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,7 +402,7 @@ class Pipeline:
 
     # --- the two steps ---------------------------------------------------------------------
 
-    def check_signature(self, value: bytes, headers: Headers | None) -> Signer | None:
+    def check_signature(self, value: bytes, headers: Headers | None) -> SignatureCheck | None:
         """The publisher that signed ``value``, or why none did: the signature part of
         :meth:`admit`, which a caller may run ahead (on other threads: the public-key work
         does not hold the interpreter) and hand to :meth:`admit` as ``signer``. None for a
@@ -423,7 +423,7 @@ class Pipeline:
         headers: Headers | None = None,
         *,
         verify: bool = True,
-        signer: Signer | None = None,
+        signer: SignatureCheck | None = None,
     ) -> Admitted | DeadLetter:
         """The event in ``value`` if it may be decided: not too large, no card number, signed
         by a declared publisher (unless not ``verify``), schema-valid, of a type the

@@ -98,7 +98,7 @@ from gateway.consent import ConsentState
 from gateway.erasure import ERASURE_REQUEST_KIND, HEADER_KIND
 from gateway.errors import ForgedForward, Misrouted
 from gateway.integrity import HEADER_MAC, WorkerMac, header, header_pairs
-from gateway.pipeline import Admitted, DeadLetter, EventResult, Pipeline, Signer
+from gateway.pipeline import Admitted, DeadLetter, EventResult, Pipeline, SignatureCheck
 from gateway.publishers import HEADER_PUBLISHER, HEADER_SIGNATURE
 from gateway.routing import subject_partition
 from gateway.stream import metrics
@@ -381,7 +381,7 @@ class BatchProtocol(Generic[M]):
 
     def check_signatures(
         self, messages: Sequence[M], sources: Sequence[Source]
-    ) -> list[Signer | None]:
+    ) -> list[SignatureCheck | None]:
         """Step 3's signature checks, ahead of deciding: per message, what its publisher
         signature check found (None: checked as it is admitted, and for forwarded events,
         which the forwarding worker checked)."""
@@ -393,7 +393,7 @@ class BatchProtocol(Generic[M]):
             value = messages[i].value
             items.append((value if value is not None else b"", header_pairs(messages[i].headers)))
         found = self.signatures.check(items)
-        out: list[Signer | None] = [None] * len(messages)
+        out: list[SignatureCheck | None] = [None] * len(messages)
         for i, signer in zip(inputs, found, strict=True):
             out[i] = signer
         return out
@@ -405,7 +405,7 @@ class BatchProtocol(Generic[M]):
         overlay: Overlay,
         forwards: list[tuple[Item, int, int]],
         index: int,
-        signer: Signer | None = None,
+        signer: SignatureCheck | None = None,
     ) -> EventResult:
         """One event of step 3: admitted, then decided here or set aside for forwarding.
         ``signer``: its signature check, done ahead (None: checked here). (The pipeline

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from gateway.pipeline import Pipeline, Signer
+from gateway.pipeline import Pipeline, SignatureCheck
 from gateway.publishers import Headers
 
 # Below this many events a batch is checked on the calling thread: handing work to
@@ -38,7 +38,7 @@ class SignatureChecks:
             else None
         )
 
-    def check(self, items: Sequence[tuple[bytes, Headers | None]]) -> list[Signer | None]:
+    def check(self, items: Sequence[tuple[bytes, Headers | None]]) -> list[SignatureCheck | None]:
         """Per (value, headers), in order: what :meth:`Pipeline.check_signature` says."""
         check = self.pipeline.check_signature
         if self._pool is None or len(items) < MIN_PARALLEL:
@@ -49,7 +49,7 @@ class SignatureChecks:
             self._pool.submit(lambda share: [check(v, h) for v, h in share], share)
             for share in shares
         ]
-        out: list[Signer | None] = []
+        out: list[SignatureCheck | None] = []
         for future in futures:
             out.extend(future.result())
         return out

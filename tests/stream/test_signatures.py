@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from gateway.dev.samples import random_events
-from gateway.pipeline import Signer
+from gateway.pipeline import SignatureCheck
 from gateway.publishers import Publisher
 from gateway.runtime import Core, demo_signers
 from gateway.settings import Settings
@@ -27,7 +27,7 @@ def items(core: Core, settings: Settings, n: int) -> list[tuple[bytes, list[tupl
     return out
 
 
-def said(found: Signer | None) -> str:
+def said(found: SignatureCheck | None) -> str:
     """The publisher a check found, or the reason it refused the event."""
     if isinstance(found, Publisher):
         return found.name
@@ -44,7 +44,7 @@ def test_each_result_is_its_own_events_in_order(
         got = checks.check(batch)
     finally:
         checks.close()
-    want: list[Signer | None] = [core.pipeline.check_signature(v, h) for v, h in batch]
+    want: list[SignatureCheck | None] = [core.pipeline.check_signature(v, h) for v, h in batch]
     assert [said(g) for g in got] == [said(w) for w in want]
     assert sum(not isinstance(g, Publisher) for g in got) == len(batch) // 4
 
@@ -55,7 +55,7 @@ def test_checks_run_on_the_pool_threads_only_for_a_batch_worth_it(
     seen: set[str] = set()
     real = core.pipeline.check_signature
 
-    def spy(value: bytes, headers: object) -> Signer | None:
+    def spy(value: bytes, headers: object) -> SignatureCheck | None:
         seen.add(threading.current_thread().name)
         return real(value, headers)
 
