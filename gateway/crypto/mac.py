@@ -10,6 +10,7 @@ at 0.9 µs against 2.4 for a 90-byte message on the development machine.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 _BLOCK = 64  # SHA-256's block size in bytes
 _IPAD = bytes(x ^ 0x36 for x in range(256))
@@ -40,15 +41,8 @@ class HmacSha256:
         return self.digest(msg).hex()
 
 
-_MACS: dict[bytes, HmacSha256] = {}
-
-
+@lru_cache(maxsize=256)
 def hmac_sha256(key: bytes) -> HmacSha256:
     """The :class:`HmacSha256` of ``key``, made once (a process holds a handful of keys; the
     cache is bounded all the same)."""
-    got = _MACS.get(key)
-    if got is None:
-        if len(_MACS) >= 256:
-            _MACS.clear()
-        got = _MACS[key] = HmacSha256(key)
-    return got
+    return HmacSha256(key)
