@@ -86,13 +86,15 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import orjson
+
+from gateway.memo import short_string_memo
 
 if TYPE_CHECKING:
     from gateway.pipeline import AgentMessage, Pipeline
@@ -240,25 +242,9 @@ _PRODUCT_WORDS = (
 )
 
 
-def _memo(classify: Callable[[str], str]) -> Callable[[str], str]:
-    """``classify`` answering from memory for the short strings seen lately: user agents,
-    referrers and a catalogue's descriptions recur event after event (bounded in count and
-    in length)."""
-    seen: dict[str, str] = {}
-
-    def memo(value: str) -> str:
-        got = seen.get(value)
-        if got is None:
-            got = classify(value)
-            if len(value) <= 512:
-                if len(seen) >= 4096:
-                    seen.clear()
-                seen[value] = got
-        return got
-
-    memo.__doc__ = classify.__doc__
-    memo.__name__ = classify.__name__
-    return memo
+# User agents, referrers and a catalogue's descriptions recur event after event: the
+# classifiers below remember their answers for short strings.
+_memo = short_string_memo(length=512, count=4096)
 
 
 @_memo

@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from gateway.memo import short_string_memo
 from schemas.common import VISION_CORRECTION
 
 # Words that name a vision condition or what corrects it. Whole words, any case; a trailing
@@ -65,25 +66,18 @@ VISION_RULE = (
 )
 
 
-# Answers for the short strings seen lately: a catalogue's descriptions and options recur
-# event after event, and the pattern's search is the costliest step of a plan (bounded in
-# count and in length: free text is searched each time).
-_SEEN: dict[str, bool] = {}
-_SEEN_LENGTH = 200
+# A catalogue's descriptions and options recur event after event, and the pattern's search
+# is the costliest step of a plan: its verdicts on short strings are remembered.
+@short_string_memo(length=200, count=10_000)
+def _names_vision(text: str) -> bool:
+    return _VISION.search(text) is not None
 
 
 def reveals_vision_condition(value: Any) -> bool:
     """True if ``value`` (a string, or a list of them: any element) names a vision
     condition, a lens type or strength, or a prescription."""
     if isinstance(value, str):
-        got = _SEEN.get(value)
-        if got is None:
-            got = _VISION.search(value) is not None
-            if len(value) <= _SEEN_LENGTH:
-                if len(_SEEN) >= 10_000:
-                    _SEEN.clear()
-                _SEEN[value] = got
-        return got
+        return _names_vision(value)
     if isinstance(value, list | tuple):
         return any(reveals_vision_condition(v) for v in value)
     return value is not None and _VISION.search(str(value)) is not None

@@ -157,14 +157,15 @@ def test_explain_shows_the_health_hint_rule(policy: Policy) -> None:
 def test_the_detector_remembers_short_strings_only_and_a_bounded_number() -> None:
     from gateway import hints
 
-    hints._SEEN.clear()
+    seen = hints._names_vision.seen
+    seen.clear()
     long_text = "notes " * 100 + "progressive lenses"
     assert reveals_vision_condition(long_text) is True
-    assert long_text not in hints._SEEN  # free text is searched each time
+    assert long_text not in seen  # free text is searched each time
     assert reveals_vision_condition("Titanium frame 52-18") is False
     assert reveals_vision_condition("Titanium frame 52-18") is False
-    assert hints._SEEN == {"Titanium frame 52-18": False}
+    assert seen == {"Titanium frame 52-18": False}
     for i in range(12_000):
         reveals_vision_condition(f"frame {i}")
-    assert len(hints._SEEN) <= 10_000
+    assert len(seen) <= 10_000
     assert reveals_vision_condition("Varilux progressive -2.25") is True
