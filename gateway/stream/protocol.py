@@ -122,6 +122,11 @@ def publisher_headers(headers: Headers) -> Headers:
     return [(k, v) for k, v in headers if k in _PUBLISHER_HEADERS]
 
 
+def _value(message: InputMessage) -> bytes:
+    # A null value (a tombstone) is no event: dead-lettered as not JSON.
+    return message.value if message.value is not None else b""
+
+
 # How often step 1 looks again while a partition's consent state is being restored.
 READY_POLL_SECONDS = 0.05
 
@@ -351,13 +356,14 @@ class BatchProtocol(Generic[M]):
         outcomes = []
         forwards: list[tuple[Item, int, int]] = []
         sources = [self.source(m) for m in messages]
-        signers = self.check_signatures(messages, sources)
+        headers = [header_pairs(m.headers) for m in messages]
+        signers = self.check_signatures(messages, sources, headers)
         aggregates = self.aggregation.batch() if self.aggregation is not None else None
         for i, m in enumerate(messages):
             overlay.index = i
             overlay.partition = m.partition
             n_forwards = len(forwards)
-            out = self.decide_one(m, sources[i], overlay, forwards, i, signers[i])
+            out = self.decide_one(m, sources[i], headers[i], overlay, forwards, i, signers[i])
             outcomes.append(out)
             if (
                 aggregates is not None
@@ -380,7 +386,7 @@ class BatchProtocol(Generic[M]):
         return Decided(messages, outcomes, writes, forwards, sources, aggregates)
 
     def check_signatures(
-        self, messages: Sequence[M], sources: Sequence[Source]
+        self, messages: Sequence[M], sources: Sequence[Source], headers: Sequence[Headers]
     ) -> list[SignatureCheck | None]:
         """Step 3's signature checks, ahead of deciding: per message, what its publisher
         signature check found (None: checked as it is admitted, and for forwarded events,
@@ -388,11 +394,7 @@ class BatchProtocol(Generic[M]):
         if self.signatures is None:
             return [None] * len(messages)
         inputs = [i for i, source in enumerate(sources) if source == "input"]
-        items: list[tuple[bytes, Headers]] = []
-        for i in inputs:
-            value = messages[i].value
-            items.append((value if value is not None else b"", header_pairs(messages[i].headers)))
-        found = self.signatures.check(items)
+        found = self.signatures.check([(_value(messages[i]), headers[i]) for i in inputs])
         out: list[SignatureCheck | None] = [None] * len(messages)
         for i, signer in zip(inputs, found, strict=True):
             out[i] = signer
@@ -402,6 +404,7 @@ class BatchProtocol(Generic[M]):
         self,
         m: M,
         source: Source,
+        headers: Headers,
         overlay: Overlay,
         forwards: list[tuple[Item, int, int]],
         index: int,
@@ -410,9 +413,7 @@ class BatchProtocol(Generic[M]):
         """One event of step 3: admitted, then decided here or set aside for forwarding.
         ``signer``: its signature check, done ahead (None: checked here). (The pipeline
         never raises: a crash is dead-lettered inside it.)"""
-        # A null value (a tombstone) is no event: dead-lettered as not JSON.
-        value = m.value if m.value is not None else b""
-        headers = header_pairs(m.headers)
+        value = _value(m)
         got: Admitted | DeadLetter
         if source == "forwarded":
             origin = header(headers, HEADER_ORIGIN)
