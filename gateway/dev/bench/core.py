@@ -16,9 +16,9 @@ the per-stage figures carry no profiler or wrapper overhead:
   ``sign`` gives each event; also outside ``process`` here (which is timed unverified, so
   that the figures compare with earlier runs), and in the worker part of admission. Per
   publisher scheme too: ``verify_ed25519``, ``verify_hmac-sha256``; and
-  ``verify_threads``: the same checks as a worker makes them, a batch at a time on
-  ``VERIFY_THREADS`` threads (:class:`~gateway.stream.signatures.SignatureChecks`), wall
-  time per event (what the worker's decide phase waits for them, with cores to spare);
+  ``verify_threads``: the same checks as a worker makes them, a batch at a time on its
+  ``GATEWAY_VERIFY_THREADS`` threads (:class:`~gateway.stream.signatures.SignatureChecks`),
+  wall time per event (what the worker's decide phase waits for, with cores to spare);
 * ``route`` -- ``subject_partition`` of each event's customer id: the worker's routing
   decision at admission (the hop itself, for events on another partition, is Kafka work:
   the throughput phase's re-routed row measures it); outside ``process``;
@@ -53,9 +53,7 @@ from gateway.stream.signatures import SignatureChecks
 # Events per AggregateBatch in the aggregate stage: about the worker's batches at full
 # rate (BENCHMARKS.md: 476-490).
 AGGREGATE_BATCH = 500
-# The signature checks' threads and batch size in ``verify_threads``: the worker's default
-# (GATEWAY_VERIFY_THREADS) and about its batches at full rate.
-VERIFY_THREADS = 2
+# The batch size in ``verify_threads``: about the worker's batches at full rate.
 VERIFY_BATCH = 200
 
 
@@ -202,7 +200,7 @@ def measure(
         for raw, headers in signed:
             schemes.setdefault(registry.verify(raw, headers).scheme, []).append((raw, headers))
         stages["verify"] = verifying(signed)
-        checks = SignatureChecks(pipeline, VERIFY_THREADS)
+        checks = SignatureChecks(pipeline, core.settings.verify_threads)
 
         def verify_threads() -> None:
             for i in range(0, len(signed), VERIFY_BATCH):
