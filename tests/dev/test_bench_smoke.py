@@ -32,6 +32,24 @@ def test_percentiles() -> None:
     assert math.isnan(percentiles([])["p99"])
 
 
+def test_targets_are_issue_16s_and_read_both_ceilings() -> None:
+    # Issue 16's ratios (with routing and signatures on) and issue 5's faust ratio, each
+    # against the figure it names: 0.3 x the bare loop misses 0.35, 0.62 x the equal-output
+    # loop meets 0.6.
+    t = {
+        "ratio_vs_bare": 0.3,
+        "ratio_vs_bare_equal_output": 0.62,
+        "ratio_vs_faust_per_event": 1.9,
+        "bare_equal_output": {"outputs_per_event": 2.65},
+    }
+    got = {row["target"]: row["met"] for row in report.targets({"throughput": t})}
+    assert got == {
+        "gateway >= 0.35 x bare aiokafka loop": False,
+        "gateway >= 0.6 x bare loop at equal output": True,
+        "gateway >= 2.0 x per-event faust agent": False,
+    }
+
+
 # --- the harness itself, briefly, on the embedded broker ------------------------------------
 
 
