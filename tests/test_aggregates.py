@@ -17,6 +17,7 @@ from gateway.aggregates import (
     AggregateSet,
     AggregateTable,
     Aggregator,
+    Cell,
     Combiner,
     Contribution,
     Key,
@@ -500,3 +501,37 @@ def test_the_classifiers_remember_a_bounded_number_of_short_strings() -> None:
     assert referrer_domain("https://www.Example.com/a?b") == "example.com"
     assert referrer_domain(None) == "(none)" and referrer_domain("http://[::1") == "(none)"
     assert product_category("Polarized sunglasses") == "sunglasses"
+
+
+def test_a_longer_window_hides_an_entry_that_would_expose_a_shorter_windows_suppressed_one() -> (
+    None
+):
+    # The hour's "/a" is the sum of its 5-minute windows' "/a": with the first published
+    # and the second suppressed, publishing the hour's would give the second away (and,
+    # through that window's total, its "/b"). So the hour hides "/a" and "/b" and still
+    # publishes what exposes nothing.
+    s = AggregateSpec(
+        k=3,
+        windows=["5m", "1h"],
+        grace="10m",
+        tables={"pages": TableSpec(events=["site.visit"], dimensions=["page"])},
+    )
+
+    def cell(n: int, tag: str) -> Cell:
+        return Cell({f"{tag}{i}" for i in range(n)}, n, {})
+
+    combined = {
+        "seq": 20,
+        "late": 0,
+        "subjects": {f"s{i}" for i in range(20)},
+        "tables": {"pages": {("/a",): cell(7, "a"), ("/b",): cell(6, "b"), ("/c",): cell(7, "c")}},
+    }
+    everything = {("/a",): True, ("/b",): True, ("/c",): True, (ALL,): True}
+    inner = {
+        (300, 0): {"pages": everything},
+        (300, 300): {"pages": {**everything, ("/a",): False, ("/b",): False}},
+    }
+    customers, tables, released = publishable(s, combined, inner)
+    assert customers == 20
+    assert [row["page"] for row in tables[0]["rows"]] == [ALL, "/c"]
+    assert released["pages"] == {("/a",): False, ("/b",): False, ("/c",): True, (ALL,): True}
