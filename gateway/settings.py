@@ -76,6 +76,14 @@ class Settings(BaseSettings):
         "(the public-key work runs outside the interpreter lock, so they use other cores); "
         "1: checked one by one as each event is admitted. Up to the worker's cores.",
     )
+    stop_timeout_seconds: float = Field(
+        25.0,
+        gt=0,
+        description="A worker told to stop (SIGTERM, SIGINT) exits after this long even if "
+        "its shutdown still waits for a broker that does not answer; nothing is lost (input "
+        "not yet acknowledged is decided again, under the same ids, by whoever takes the "
+        "partitions). Keep it below the orchestrator's grace period (Kubernetes: 30 s).",
+    )
     aggregate_idle_seconds: float = Field(
         30.0,
         gt=0,

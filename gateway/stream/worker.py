@@ -4,6 +4,9 @@ create the topics with the intended partitions, then run the faust app until sto
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
 from typing import Any, Literal
 
 import faust
@@ -88,5 +91,46 @@ def run(
         protocol=protocol,
     )
     log.info("starting %s worker on %s (%d topics)", role, settings.bootstrap_servers, len(topics))
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, override_logging=True)
+    worker = StoppingWorker(
+        app,
+        stop_timeout=settings.stop_timeout_seconds,
+        loglevel=loglevel,
+        quiet=True,
+        override_logging=True,
+    )
     worker.execute_from_commandline()
+
+
+class StoppingWorker(faust.Worker):
+    """faust's worker, whose stop ends the process within ``stop_timeout`` seconds.
+
+    faust's shutdown waits for the broker at several steps (the producer's flush, the last
+    offset commit, the consumer leaving its group), each retrying for as long as the broker
+    is away: with it away (found with the broker stopped under a backlog), a worker told to
+    stop never did. The first stop signal starts a timer; when it runs out, the process
+    exits (code 1) with an error saying why. That loses nothing: what the broker had not
+    acknowledged belongs to batches whose input was not acknowledged either."""
+
+    def __init__(self, *args: Any, stop_timeout: float, **kwargs: Any):
+        self._stop_timeout = stop_timeout
+        self._deadline: threading.Timer | None = None
+        super().__init__(*args, **kwargs)
+
+    def _schedule_shutdown(self, sig: signal.Signals) -> None:
+        if self._deadline is None:
+            self._deadline = threading.Timer(self._stop_timeout, _stop_now, (self._stop_timeout,))
+            self._deadline.daemon = True
+            self._deadline.start()
+        super()._schedule_shutdown(sig)
+
+
+def _stop_now(seconds: float) -> None:
+    log.error(
+        "stopping took longer than %.0f s (GATEWAY_STOP_TIMEOUT_SECONDS): the shutdown waits "
+        "for a broker that does not answer; exiting now. Nothing is lost: input not yet "
+        "acknowledged is read and decided again (same ids) by whoever takes the partitions",
+        seconds,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(1)

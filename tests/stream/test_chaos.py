@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import os
 import random
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -297,3 +299,43 @@ def test_the_worker_waits_out_a_frozen_broker_and_carries_on(
         print(summary)
         assert rep.counts["events"] == len(lines)
         assert not rep.gaps and not rep.pending, summary
+
+
+STOP_TIMEOUT = 6
+
+
+def test_a_worker_told_to_stop_while_the_broker_is_away_stops_and_loses_nothing(
+    paused_env: Env, broker: EmbeddedBroker
+) -> None:
+    # faust's shutdown waits for the broker (the producer's flush, the last commit, leaving
+    # the group), retrying for as long as it is away: such a worker never stopped. It
+    # must stop within GATEWAY_STOP_TIMEOUT_SECONDS (and an orchestrator's grace period),
+    # and what it had not finished is decided by the next worker.
+    env = paused_env
+    lines = [orjson.dumps(e) for e in random_events(1200, seed=6)]
+    w = Worker(env, extra_env={"GATEWAY_STOP_TIMEOUT_SECONDS": str(STOP_TIMEOUT)}).start()
+    assert w.proc is not None
+    try:
+        with env.publisher() as pub:
+            pub.publish_many(enumerate(lines[:600], 1))
+        wait_for(lambda: processed(w) > 50, 60, "some progress before the broker goes away")
+        broker.pause()
+        t0 = time.monotonic()
+        os.killpg(w.proc.pid, signal.SIGTERM)
+        try:
+            w.proc.wait(STOP_TIMEOUT + 15)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"still running {time.monotonic() - t0:.0f} s after SIGTERM with the broker "
+                f"away:\n{w.log()}"
+            ) from None
+    finally:
+        w.kill()
+        if broker.paused:
+            broker.resume()
+    with Worker(env):
+        with env.publisher() as pub:
+            pub.publish_many(enumerate(lines[600:], 601))
+        rep = settle(env)
+    assert rep.counts["events"] == len(lines)
+    assert not rep.gaps and not rep.pending, rep.summary()
