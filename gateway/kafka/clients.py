@@ -47,6 +47,10 @@ AIOKAFKA_CONSUMER_DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
 )
 """Keyword arguments for ``aiokafka.AIOKafkaConsumer`` in a consumer group."""
 
+PRODUCER_MAX_REQUEST_BYTES: Final = 2 * 1024 * 1024
+"""The worker's producer request limit (faust's ``producer_max_request_size``): no single
+message may be larger (aiokafka refuses it)."""
+
 AIOKAFKA_PRODUCER_DEFAULTS: Final[Mapping[str, Any]] = MappingProxyType(
     {"enable_idempotence": False}
 )

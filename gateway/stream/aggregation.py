@@ -111,6 +111,7 @@ import orjson
 
 from gateway.aggregates import AggregateTable, Aggregator, Combiner, Partial, emit, parse_window
 from gateway.integrity import HEADER_MAC, WorkerMac, header
+from gateway.kafka.clients import PRODUCER_MAX_REQUEST_BYTES
 from gateway.stream import metrics
 from gateway.stream.consent_store import AGGREGATE_KEY_PREFIX
 
@@ -132,6 +133,11 @@ HEARTBEAT_PREFIX = "#h:"
 EMITTED_PREFIX = "#e:"
 # The MAC label of the aggregates topic (inside the changelog MAC's key part).
 _MAC_LABEL = b"aggregates\x1f"
+# A window's partial is one message, a full snapshot that grows as the window fills
+# (measured with agents.yaml's analytics agent: 1 MiB after 20,000 events in an hour on one
+# partition, 2 MiB after 50,000): past half the producer's request limit, the worker says
+# so while there is time to act (see BENCHMARKS.md, "aggregate partials grow").
+PARTIAL_WARN_BYTES = PRODUCER_MAX_REQUEST_BYTES // 2
 
 
 def aggregates_topic(settings: Settings) -> str:
@@ -178,6 +184,7 @@ class WorkerAggregation:
         self.mac = mac
         # partition -> (the consent store's generation they were built at, per agent)
         self._parts: dict[int, tuple[int, dict[str, Aggregator]]] = {}
+        self._warned: set[tuple[str, int, tuple[int, int]]] = set()
 
     def aggregators(self, partition: int) -> dict[str, Aggregator]:
         """The partition's aggregators, built from its restored changelog entries when
@@ -233,6 +240,29 @@ class WorkerAggregation:
             default=0,
         )
 
+    def warn_large(self, agent: str, partition: int, window: tuple[int, int], size: int) -> None:
+        """Say, once per window, that a window's partial is past PARTIAL_WARN_BYTES."""
+        key = (agent, partition, window)
+        if key in self._warned:
+            return
+        if len(self._warned) >= 10_000:  # bounded: old windows are long closed
+            self._warned.clear()
+        self._warned.add(key)
+        log.warning(
+            "aggregate window of %s (%d s from %d) on subject partition %d: its partial is "
+            "%d KiB, past half the producer's %d KiB request limit. A partial holds every "
+            "event and customer key its window counted and is written whole with each batch; "
+            "one past the limit cannot be written and the batch fails. Give the agent "
+            "shorter windows (its aggregate 'windows' in the policy) or the topics more "
+            "partitions.",
+            agent,
+            window[0],
+            window[1],
+            partition,
+            size // 1024,
+            PRODUCER_MAX_REQUEST_BYTES // 1024,
+        )
+
     def count_open(self) -> None:
         """Update the open-windows gauge of the partitions' side."""
         for agent in self.specs:
@@ -285,6 +315,7 @@ class AggregateBatch:
         owner = self.owner
         topic_items: list[Item] = []
         changelog: list[tuple[Item, int]] = []
+        largest: dict[str, int] = {}
         for (partition, agent), windows in sorted(self.touched.items()):
             agg = self.used[(partition, agent)]
             if agg.watermark is None:
@@ -297,6 +328,9 @@ class AggregateBatch:
                     continue
                 partial.watermark = max(partial.watermark, agg.watermark)
                 value = orjson.dumps(partial.to_json())
+                largest[agent] = max(largest.get(agent, 0), len(value))
+                if len(value) > PARTIAL_WARN_BYTES:
+                    owner.warn_large(agent, partition, w, len(value))
                 tkey = f"{PARTIAL_PREFIX}{agent}:{partition}:{w[0]}:{w[1]}".encode()
                 topic_items.append(
                     (owner.topic, tkey, value, [(HEADER_MAC, topic_mac(owner.mac, tkey, value))])
@@ -328,6 +362,8 @@ class AggregateBatch:
                 # A tombstone: compaction forgets the window.
                 tomb = (cl_topic, ckey, None, [(HEADER_MAC, owner.mac.changelog(ckey, None))])
                 changelog.append((cast("Item", tomb), partition))
+        for agent, size in largest.items():
+            metrics.AGGREGATE_PARTIAL_BYTES.labels(agent).set(size)
         owner.count_open()
         return topic_items, changelog
 

@@ -26,6 +26,7 @@ from typing import Any, Final
 import faust
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from gateway.kafka.clients import PRODUCER_MAX_REQUEST_BYTES
 from gateway.runtime import Core
 from gateway.settings import Settings
 from gateway.stream import metrics
@@ -78,7 +79,7 @@ def create_app(
         # One batch per topic partition and phase (see BatchSender): aiokafka queues one
         # batch per partition at a time, so small batches would wait on each other.
         producer_max_batch_size=512 * 1024,
-        producer_max_request_size=2 * 1024 * 1024,
+        producer_max_request_size=PRODUCER_MAX_REQUEST_BYTES,
         consumer_auto_offset_reset="earliest",
         # faust fetches up to 4 MiB per partition; the lane holds a whole fetch until it
         # is processed, so with a backlog on every partition the worker's RSS jumped by

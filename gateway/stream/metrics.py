@@ -150,6 +150,14 @@ AGGREGATE_OPEN_WINDOWS = Gauge(
     ["agent", "held"],
     registry=REGISTRY,
 )
+AGGREGATE_PARTIAL_BYTES = Gauge(
+    "gateway_aggregate_partial_bytes",
+    "The largest aggregate partial (one window of one subject partition: a full snapshot"
+    " of its event and customer keys) the last batch wrote. It grows as its window fills;"
+    " past the producer's 2 MiB request limit it cannot be written and the batch fails",
+    ["agent"],
+    registry=REGISTRY,
+)
 AGGREGATE_WATERMARK = Gauge(
     "gateway_aggregate_watermark_seconds",
     "Event time (epoch seconds) each subject partition reported to the combiner: a window"

@@ -6,19 +6,21 @@ a contribution nor counts one twice; and the combiner's restore from its topic."
 from __future__ import annotations
 
 import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
 
-from gateway.aggregates import Combiner, Partial
+from gateway.aggregates import Aggregator, Combiner, Contribution, Partial
 from gateway.consent import ConsentState
 from gateway.dev.demo import shop_traffic
 from gateway.dev.samples import scenario
 from gateway.integrity import HEADER_MAC, WorkerMac, header
 from gateway.routing import subject_partition
 from gateway.runtime import Core
-from gateway.stream import metrics
+from gateway.stream import aggregation, metrics
 from gateway.stream.aggregation import (
     AGG_PREFIX,
     Alignment,
@@ -385,3 +387,58 @@ def test_the_drift_is_the_longest_window_and_its_grace(core: Core) -> None:
     assert set(times) == set(range(PARTITIONS))
     for p, t in times.items():
         assert t == max(a.watermark or 0 for a in aggregation.aggregators(p).values())
+
+
+class _Windows(WorkerAggregation):
+    """The worker's aggregators without a consent store: empty ones per partition."""
+
+    def __init__(self, core: Core):
+        super().__init__(core.policy, None, AGG_TOPIC, WorkerMac(core.worker_key))  # type: ignore[arg-type]
+        self._fresh: dict[int, dict[str, Aggregator]] = {}
+
+    def aggregators(self, partition: int) -> dict[str, Aggregator]:
+        if partition not in self._fresh:
+            self._fresh[partition] = {a: Aggregator(s, a, partition) for a, s in self.specs.items()}
+        return self._fresh[partition]
+
+    def count_open(self) -> None:
+        pass
+
+
+def test_a_partial_nearing_the_request_limit_is_measured_and_named_once(
+    core: Core, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A window's partial is a full snapshot, written whole with each batch: past the
+    # producer's request limit it cannot be written. The gauge shows how close the
+    # largest is, and past half the limit (here lowered to 8 KiB) the worker names the
+    # window and what to do, once.
+    monkeypatch.setattr(aggregation, "PARTIAL_WARN_BYTES", 8 * 1024)
+    owner = _Windows(core)
+    start = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    spec = owner.specs[AGENT]
+    table = next(iter(spec.tables))
+    dims = tuple("x" for _ in spec.tables[table].dimensions)
+
+    def batch(first: int, n: int) -> int:
+        b = owner.batch()
+        for i in range(first, first + n):
+            at = start + timedelta(seconds=i)
+            key = f"{i:032x}"
+            b.event(0, at, [Contribution(AGENT, key, key, at, {table: [(dims, {})]})])
+        topic_items, _ = b.outputs(CHANGELOG)
+        return max(len(v) for t, k, v, _h in topic_items if k and k.startswith(b"#p:"))
+
+    with caplog.at_level(logging.WARNING, logger="gateway.stream"):
+        small = batch(0, 10)
+        assert metrics.AGGREGATE_PARTIAL_BYTES.labels(AGENT)._value.get() == small
+        assert not [r for r in caplog.records if "request limit" in r.getMessage()]
+        big = batch(10, 200)  # the hour's window, and a 5 minutes' one, past 8 KiB
+        assert big > 8 * 1024 > small
+        assert metrics.AGGREGATE_PARTIAL_BYTES.labels(AGENT)._value.get() == big
+        named = [r.getMessage() for r in caplog.records if "request limit" in r.getMessage()]
+        assert named and all("shorter windows" in m for m in named)
+        assert any("3600 s" in m for m in named)
+        again = len(named)
+        batch(210, 10)  # the same hour again: already named
+        hour = [r.getMessage() for r in caplog.records if "3600 s" in r.getMessage()]
+        assert len(hour) == 1 and again >= 1
