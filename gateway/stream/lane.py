@@ -55,15 +55,6 @@ log = logging.getLogger("gateway.stream")
 # takes, well above what live traffic leaves between two fetches.
 ALIGN_BACKLOG = 1000
 
-# How long the producer's flush (when stopping or giving partitions up) and the last offset
-# commit wait for the broker: with the broker away, each waited for ever and the worker
-# never stopped (the rest of a stop is bounded by GATEWAY_STOP_TIMEOUT_SECONDS, see
-# gateway.stream.worker). Giving up loses nothing: every send of the gateway is
-# acknowledged before its batch's input is, so what is still pending belongs to a batch
-# that is read and decided again (same ids), and events whose offsets were not committed
-# are read again and skipped by their applied marker.
-STOP_WAIT_SECONDS = 5.0
-
 # Handles one fetched batch of a topic's messages, acknowledging each when done.
 Lane = Callable[[list[Message]], Awaitable[None]]
 
@@ -102,18 +93,6 @@ class LaneConsumer(faust_aiokafka.Consumer):
 
     def _new_consumer_thread(self) -> LaneConsumerThread:
         return LaneConsumerThread(self, loop=self.loop, beacon=self.beacon)
-
-    async def on_stop(self) -> None:
-        # faust commits the acknowledged offsets on the way out, retrying for as long as
-        # the broker is away: bounded (see STOP_WAIT_SECONDS).
-        try:
-            await asyncio.wait_for(super().on_stop(), STOP_WAIT_SECONDS)
-        except TimeoutError:
-            log.warning(
-                "the broker took no offset commit within %.0f s; stopping without it (the "
-                "events since the last commit are read again and skipped as applied)",
-                STOP_WAIT_SECONDS,
-            )
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - I/O loop
         lanes = cast(GatewayApp, self.app).batch_lanes
@@ -189,17 +168,6 @@ class GatewayApp(faust.App):
 
     def _new_transport(self) -> Any:
         return LaneTransport(self.conf.broker_consumer, self)
-
-    async def _producer_flush(self, logger: Any) -> None:
-        try:
-            await asyncio.wait_for(super()._producer_flush(logger), STOP_WAIT_SECONDS)
-        except TimeoutError:
-            logger.warning(
-                "the broker acknowledged none of the producer's pending messages within "
-                "%.0f s; going on without them (their batch's input was not acknowledged: "
-                "it is read and decided again, under the same ids)",
-                STOP_WAIT_SECONDS,
-            )
 
 
 # --- the gateway's input lane ---------------------------------------------------------------

@@ -153,7 +153,8 @@ AGGREGATE_OPEN_WINDOWS = Gauge(
 AGGREGATE_PARTIAL_BYTES = Gauge(
     "gateway_aggregate_partial_bytes",
     "The largest aggregate partial (one window of one subject partition: a full snapshot"
-    " of its event and customer keys) the last batch wrote. It grows as its window fills;"
+    " of its event and customer keys) the latest batch writing one wrote. It grows as its"
+    " window fills;"
     " past the producer's 2 MiB request limit it cannot be written and the batch fails",
     ["agent"],
     registry=REGISTRY,
